@@ -1,0 +1,181 @@
+"""``build_model``: one entry point from (backbone, method) names to a :class:`Recognizer`.
+
+Methods are data: each row of :data:`METHODS` says which temporal slots a method fills.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from functools import partial
+
+from adafuse.errors import UserError
+from adafuse.layers.actions import Action
+from adafuse.layers.adaptive_fusion import (
+    ADA_REUSE_ACTIONS,
+    ADA_SKIP_ACTIONS,
+    ADAFUSE_ACTIONS,
+    AdaptiveFusion,
+    SharedPolicyFCs,
+)
+from adafuse.layers.baseline_fusion import RandomFusion, ThresholdFusion
+from adafuse.layers.channel_gating import ChannelGatedConv2d
+from adafuse.layers.fusion import Fusion
+from adafuse.layers.temporal_shift import TemporalShift
+from adafuse.models._registry import get_backbone
+from adafuse.models.recognizer import Recognizer
+from adafuse.models.weights import LoadReport, load_backbone_weights
+
+log = logging.getLogger("adafuse")
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """Which slots a method fills.
+
+    Attributes:
+        shift: temporal shift on every block's residual branch (TSM).
+        fusion: ``"adaptive"``, ``"random"``, ``"threshold"`` or None.
+        actions: allowed actions of an adaptive fusion.
+        last_stage_only: fusion only in the backbone's last stage ("TSM+Last").
+        consensus: ``"avg"`` (TSN) or ``"lstm"``.
+        channel_gating: CGNet's gated first conv in every block.
+    """
+
+    shift: bool = False
+    fusion: str | None = None
+    actions: tuple[Action, ...] = ADAFUSE_ACTIONS
+    last_stage_only: bool = False
+    consensus: str = "avg"
+    channel_gating: bool = False
+
+
+METHODS: dict[str, MethodSpec] = {
+    "tsn": MethodSpec(),
+    "tsm": MethodSpec(shift=True),
+    "lstm": MethodSpec(consensus="lstm"),
+    "cgnet": MethodSpec(channel_gating=True),
+    "threshold": MethodSpec(fusion="threshold"),
+    "random": MethodSpec(fusion="random"),
+    "ada_skip": MethodSpec(fusion="adaptive", actions=ADA_SKIP_ACTIONS),
+    "ada_reuse": MethodSpec(fusion="adaptive", actions=ADA_REUSE_ACTIONS),
+    "adafuse_tsn": MethodSpec(fusion="adaptive"),
+    "adafuse_tsm": MethodSpec(shift=True, fusion="adaptive"),
+    "adafuse_tsm_last": MethodSpec(shift=True, fusion="adaptive", last_stage_only=True),
+}
+
+
+def get_method(name: str) -> MethodSpec:
+    """The spec of a method, or a one-line error listing the known names."""
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise UserError(f"unknown method {name!r}; choose from {', '.join(METHODS)}") from None
+
+
+def build_model(
+    *,
+    backbone: str,
+    method: str,
+    num_classes: int,
+    num_segments: int = 8,
+    pretrained: str | None = None,
+    dropout: float = 0.5,
+    policy_hidden: int | None = None,
+    policy_quota: int | None = None,
+    shared_policy: bool = False,
+    policy_groups: int = 1,
+    tau: float = 0.67,
+    shift_div: int = 8,
+    causal_shift: bool = False,
+    random_ratios: tuple[float, float, float] = (1 / 3, 1 / 3, 1 / 3),
+    keep_ratio: float = 0.5,
+    cg_partitions: int = 4,
+    lstm_hidden: int = 512,
+    seed: int = 0,
+) -> Recognizer:
+    """Build a video recognizer for input (N, T, 3, H, W) -> logits (N, num_classes).
+
+    Args:
+        backbone: a registered backbone (``adafuse.models.list_backbones()``).
+        method: one of :data:`METHODS`.
+        num_classes: K; num_segments: T.
+        pretrained: ImageNet weights for the backbone, a file or a torchvision weights name.
+        policy_hidden / policy_quota: policy hidden size H, or quota Q (H = Q // C); default H = 512.
+        shared_policy: share policy FC layers between blocks of equal shape.
+        policy_groups: channels per policy decision.
+        tau: Gumbel-softmax temperature. shift_div / causal_shift: TSM options.
+        random_ratios: keep/reuse/skip probabilities of ``random``; keep_ratio: share kept by ``threshold``.
+        cg_partitions: CGNet's p; lstm_hidden: LSTM width; seed: seed of the random policy at evaluation.
+    """
+    spec = get_backbone(backbone)
+    m = get_method(method)
+    for name, value in (("num_classes", num_classes), ("num_segments", num_segments), ("policy_groups", policy_groups)):
+        if int(value) < 1:
+            raise UserError(f"{name} must be a positive integer, got {value}")
+    if policy_hidden is not None and policy_quota is not None:
+        raise UserError("give policy_hidden or policy_quota, not both")
+    if policy_hidden is None and policy_quota is None:
+        policy_hidden = 512
+    if m.channel_gating and not spec.supports_channel_gating:
+        raise UserError(f"method {method!r} needs a ResNet backbone, got {backbone!r}")
+
+    slots = {}
+    if m.shift:
+        slots["shift_layer"] = lambda channels, stage: TemporalShift(
+            num_segments=num_segments, shift_div=shift_div, causal=causal_shift
+        )
+    if m.channel_gating:
+        slots["conv_layer"] = partial(ChannelGatedConv2d, partitions=cg_partitions)
+    if m.fusion is not None:
+        shared = SharedPolicyFCs() if shared_policy else None
+        first_stage = spec.num_stages - 1 if m.last_stage_only else 0
+
+        def fusion_layer(in_channels: int, channels: int, stage: int) -> Fusion | None:
+            if stage < first_stage:
+                return None
+            if m.fusion == "random":
+                return RandomFusion(
+                    channels, num_segments=num_segments, ratios=random_ratios, groups=policy_groups, seed=seed
+                )
+            if m.fusion == "threshold":
+                return ThresholdFusion(channels, num_segments=num_segments, keep_ratio=keep_ratio, groups=policy_groups)
+            return AdaptiveFusion(
+                in_channels,
+                channels,
+                num_segments=num_segments,
+                hidden=policy_hidden,
+                quota=policy_quota,
+                actions=m.actions,
+                groups=policy_groups,
+                tau=tau,
+                shared=shared,
+            )
+
+        slots["fusion_layer"] = fusion_layer
+    try:
+        net = spec.builder(**slots)
+        model = Recognizer(
+            net,
+            num_classes=num_classes,
+            num_segments=num_segments,
+            dropout=dropout,
+            consensus=m.consensus,
+            lstm_hidden=lstm_hidden,
+        )
+    except ValueError as e:  # inconsistent sizes (groups, quota): the user's values
+        raise UserError(str(e)) from None
+    model.backbone_name, model.method = backbone, method
+    if pretrained:
+        log.info(load_pretrained(model, pretrained).summary())
+    return model
+
+
+def load_pretrained(model: Recognizer, source: str) -> LoadReport:
+    """Load ImageNet backbone weights into a built recognizer; the report lists the new (head, policy)
+    tensors left at their initialisation."""
+    report = load_backbone_weights(model.backbone, source, get_backbone(model.backbone_name))
+    report.missing = [f"backbone.{k}" for k in report.missing] + [
+        k for k in model.state_dict() if not k.startswith("backbone.")
+    ]
+    return report

@@ -1,0 +1,210 @@
+"""ResNet-18/34/50/101 (He et al., 2016) with temporal slots; torchvision's module names and keys.
+
+Each residual block has three optional slots (see :mod:`adafuse.models._slots`)::
+
+    x ─► [shift] ─► conv1 ─► bn1 ─► relu ─► [fusion(x_shifted, ·)] ─► conv2 ─► ... ─► (+ identity) ─► relu
+    └──────────────────────────────── downsample(x) ─────────────────────────────────┘
+
+The shift sits on the residual branch only (original TSM); the policy sees the shifted input, like the
+official code. Unlike the official BateNet we do not feed the shifted x to the projection shortcut.
+``conv1`` can be swapped for a channel-gated conv (CGNet). The network returns pooled features
+(N·T, num_features); the classifier lives in the recognizer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+from adafuse.layers.fusion import Fusion
+from adafuse.models._registry import BackboneSpec, register_backbone
+from adafuse.models._slots import ConvFactory, FusionFactory, ShiftFactory, no_fusion, no_shift
+
+
+def _slot(module: nn.Module | None) -> nn.Module:
+    return nn.Identity() if module is None else module
+
+
+class BasicBlock(nn.Module):
+    """3×3 → 3×3 residual block (ResNet-18/34). Input (N·T, inplanes, H, W) -> (N·T, planes, H/s, W/s)."""
+
+    expansion = 1
+
+    def __init__(
+        self,
+        inplanes: int,
+        planes: int,
+        *,
+        stride: int = 1,
+        downsample: nn.Module | None = None,
+        shift: nn.Module | None = None,
+        fusion: Fusion | None = None,
+        conv_layer: ConvFactory = nn.Conv2d,
+    ) -> None:
+        super().__init__()
+        self.shift = _slot(shift)
+        self.conv1 = conv_layer(inplanes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.fusion = fusion
+        self.conv2 = nn.Conv2d(planes, planes, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = downsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xs = self.shift(x)
+        y = self.relu(self.bn1(self.conv1(xs)))
+        if self.fusion is not None:
+            y = self.fusion(xs, y)
+        y = self.bn2(self.conv2(y))
+        identity = x if self.downsample is None else self.downsample(x)
+        return self.relu(y + identity)
+
+
+class Bottleneck(nn.Module):
+    """1×1 → 3×3 (stride) → 1×1 residual block (ResNet-50/101, torchvision v1.5).
+    Input (N·T, inplanes, H, W) -> (N·T, 4·planes, H/s, W/s)."""
+
+    expansion = 4
+
+    def __init__(
+        self,
+        inplanes: int,
+        planes: int,
+        *,
+        stride: int = 1,
+        downsample: nn.Module | None = None,
+        shift: nn.Module | None = None,
+        fusion: Fusion | None = None,
+        conv_layer: ConvFactory = nn.Conv2d,
+    ) -> None:
+        super().__init__()
+        self.shift = _slot(shift)
+        self.conv1 = conv_layer(inplanes, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.fusion = fusion
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, planes * 4, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(planes * 4)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xs = self.shift(x)
+        y = self.relu(self.bn1(self.conv1(xs)))
+        if self.fusion is not None:
+            y = self.fusion(xs, y)
+        y = self.relu(self.bn2(self.conv2(y)))
+        y = self.bn3(self.conv3(y))
+        identity = x if self.downsample is None else self.downsample(x)
+        return self.relu(y + identity)
+
+
+class ResNet(nn.Module):
+    """ResNet trunk returning globally pooled features: (N·T, 3, H, W) -> (N·T, num_features).
+
+    Args:
+        block: :class:`BasicBlock` or :class:`Bottleneck`.
+        layers: blocks per stage, e.g. (3, 4, 6, 3).
+        shift_layer, fusion_layer, conv_layer: slot factories, called per block with its stage index 0..3.
+    """
+
+    num_stages = 4
+
+    def __init__(
+        self,
+        *,
+        block: type[BasicBlock] | type[Bottleneck],
+        layers: tuple[int, int, int, int],
+        shift_layer: ShiftFactory = no_shift,
+        fusion_layer: FusionFactory = no_fusion,
+        conv_layer: ConvFactory = nn.Conv2d,
+    ) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+        inplanes = 64
+        for stage, (planes, count) in enumerate(zip((64, 128, 256, 512), layers, strict=True)):
+            blocks = []
+            for i in range(count):
+                stride = 2 if stage > 0 and i == 0 else 1
+                downsample = None
+                if stride != 1 or inplanes != planes * block.expansion:
+                    downsample = nn.Sequential(
+                        nn.Conv2d(inplanes, planes * block.expansion, 1, stride=stride, bias=False),
+                        nn.BatchNorm2d(planes * block.expansion),
+                    )
+                blocks.append(
+                    block(
+                        inplanes,
+                        planes,
+                        stride=stride,
+                        downsample=downsample,
+                        shift=shift_layer(inplanes, stage),
+                        fusion=fusion_layer(inplanes, planes, stage),
+                        conv_layer=conv_layer,
+                    )
+                )
+                inplanes = planes * block.expansion
+            setattr(self, f"layer{stage + 1}", nn.Sequential(*blocks))
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.num_features = inplanes
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d) and m.affine:
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return torch.flatten(self.avgpool(x), 1)
+
+    def blocks(self) -> Iterator[BasicBlock | Bottleneck]:
+        """All residual blocks, in order."""
+        for stage in range(self.num_stages):
+            yield from getattr(self, f"layer{stage + 1}")
+
+    def fusion_cost_links(self):
+        """(fusion, [(producer conv, channel offset)], [consumer convs]) per fused block, for the cost counter."""
+        for b in self.blocks():
+            if b.fusion is not None:
+                yield b.fusion, [(b.conv1, 0)], [b.conv2]
+
+
+def resnet18(**slots) -> ResNet:
+    """ResNet-18 trunk (512 features)."""
+    return ResNet(block=BasicBlock, layers=(2, 2, 2, 2), **slots)
+
+
+def resnet34(**slots) -> ResNet:
+    """ResNet-34 trunk (512 features)."""
+    return ResNet(block=BasicBlock, layers=(3, 4, 6, 3), **slots)
+
+
+def resnet50(**slots) -> ResNet:
+    """ResNet-50 trunk (2048 features)."""
+    return ResNet(block=Bottleneck, layers=(3, 4, 6, 3), **slots)
+
+
+def resnet101(**slots) -> ResNet:
+    """ResNet-101 trunk (2048 features)."""
+    return ResNet(block=Bottleneck, layers=(3, 4, 23, 3), **slots)
+
+
+for _name, _builder in (("resnet18", resnet18), ("resnet34", resnet34), ("resnet50", resnet50), ("resnet101", resnet101)):
+    register_backbone(
+        BackboneSpec(
+            name=_name,
+            builder=_builder,
+            torchvision_weights=f"ResNet{_name[6:]}_Weights",
+            classifier_prefixes=("fc.",),
+            supports_channel_gating=True,
+        )
+    )
