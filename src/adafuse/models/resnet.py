@@ -198,7 +198,7 @@ def resnet101(**slots) -> ResNet:
     return ResNet(block=Bottleneck, layers=(3, 4, 23, 3), **slots)
 
 
-for _name, _builder in (("resnet18", resnet18), ("resnet34", resnet34), ("resnet50", resnet50), ("resnet101", resnet101)):
+for _name, _builder in ((f.__name__, f) for f in (resnet18, resnet34, resnet50, resnet101)):
     register_backbone(
         BackboneSpec(
             name=_name,
