@@ -175,7 +175,7 @@ def load_pretrained(model: Recognizer, source: str) -> LoadReport:
     """Load ImageNet backbone weights into a built recognizer; the report lists the new (head, policy)
     tensors left at their initialisation."""
     report = load_backbone_weights(model.backbone, source, get_backbone(model.backbone_name))
-    report.missing = [f"backbone.{k}" for k in report.missing] + [
+    report.missing = [f"backbone.{k}" for k in report.missing] + sorted(
         k for k in model.state_dict() if not k.startswith("backbone.")
-    ]
+    )
     return report

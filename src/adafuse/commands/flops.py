@@ -1,0 +1,75 @@
+"""``adafuse flops``: parameters and dense GMACs per video of any model, without weights or data."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``flops`` sub-command."""
+    p = sub.add_parser(
+        "flops",
+        help="parameters and dense GFLOPs (GMACs) per video of a model",
+        description="Count parameters and dense per-video GMACs (the paper's 'GFLOPs': multiply-accumulates, "
+        "T frames, one clip, one crop; policy nets included). Built on the meta device: instant, no weights.",
+    )
+    p.add_argument("--backbone", required=True, help="e.g. resnet18, resnet50, bninception, efficientnet_b0")
+    p.add_argument("--method", required=True, help="tsn, tsm, lstm, cgnet, threshold, random, ada_skip, ...")
+    p.add_argument("--num-classes", type=int, required=True)
+    p.add_argument("--num-segments", type=int, default=8)
+    hidden = p.add_mutually_exclusive_group()
+    hidden.add_argument("--policy-hidden", type=int, help="policy hidden size H (default 512)")
+    hidden.add_argument("--policy-quota", type=int, help="policy hidden quota Q: H = Q // C per block")
+    p.add_argument("--shared-policy", action="store_true", help="share policy FCs between equal-shape blocks")
+    p.add_argument("--policy-groups", type=int, default=1, help="channels per policy decision")
+    p.add_argument("--input-size", type=int, help="input resolution (default: the backbone's native one)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Build on the meta device, count, print."""
+    import torch
+
+    from adafuse.errors import UserError
+    from adafuse.flops import count_params, profile
+    from adafuse.models import build_model, get_backbone
+
+    size = args.input_size or get_backbone(args.backbone).input_size
+    if size < 32:
+        raise UserError(f"--input-size must be at least 32, got {size}")
+    with torch.device("meta"):
+        model = build_model(
+            backbone=args.backbone,
+            method=args.method,
+            num_classes=args.num_classes,
+            num_segments=args.num_segments,
+            policy_hidden=args.policy_hidden,
+            policy_quota=args.policy_quota,
+            shared_policy=args.shared_policy,
+            policy_groups=args.policy_groups,
+        )
+    table = profile(model, num_segments=args.num_segments, input_size=size)
+    policy_params = sum(
+        p.numel() for n, p in model.named_parameters() if ".fusion." in n and not n.startswith("head")
+    )
+    result = {
+        "backbone": args.backbone,
+        "method": args.method,
+        "num_classes": args.num_classes,
+        "num_segments": args.num_segments,
+        "input_size": size,
+        "params": count_params(model),
+        "policy_params": policy_params,
+        "gflops": round(table.dense_gmacs, 4),
+        "gflops_per_frame": round(table.dense_gmacs / args.num_segments, 4),
+        "unit": "GMACs per video (T frames, 1 clip, 1 crop)",
+    }
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"{args.method} / {args.backbone}, {args.num_classes} classes, T={args.num_segments}, {size} px")
+        print(f"  params        {result['params']:,} (policy {policy_params:,})")
+        print(f"  GFLOPs/video  {result['gflops']:.2f}  (GMACs; {result['gflops_per_frame']:.3f} per frame)")
+    return 0
