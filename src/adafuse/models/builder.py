@@ -108,6 +108,7 @@ def build_model(
         random_ratios: keep/reuse/skip probabilities of ``random``; keep_ratio: share kept by ``threshold``.
         cg_partitions: CGNet's p; lstm_hidden: LSTM width; seed: seed of the random policy at evaluation.
     """
+    build_args = {k: v for k, v in locals().items() if k != "pretrained"}  # recorded in checkpoints
     spec = get_backbone(backbone)
     m = get_method(method)
     for name, value in (("num_classes", num_classes), ("num_segments", num_segments), ("policy_groups", policy_groups)):
@@ -165,7 +166,7 @@ def build_model(
         )
     except ValueError as e:  # inconsistent sizes (groups, quota): the user's values
         raise UserError(str(e)) from None
-    model.backbone_name, model.method = backbone, method
+    model.backbone_name, model.method, model.build_args = backbone, method, build_args
     if pretrained:
         log.info(load_pretrained(model, pretrained).summary())
     return model
