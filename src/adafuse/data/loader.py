@@ -1,0 +1,101 @@
+"""A DataLoader for clip datasets: seeded order, epoch-aware augmentation, readable errors.
+
+Batches are ``(clips, labels)``: clips ``(B, T, 3, S, S)`` (``(B, V, T, 3, S, S)`` for multi-view evaluation),
+labels int64 ``(B,)``. The order comes from a :class:`~torch.utils.data.DistributedSampler` seeded with ``seed``
+(one replica unless ``world_size > 1``), the augmentation from ``(seed, epoch, index)``: batches are identical with
+any number of workers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch.utils.data import DataLoader, DistributedSampler, default_collate
+
+from adafuse.data._problems import log
+from adafuse.data.dataset import ClipDataset
+from adafuse.errors import UserError
+
+
+def collate_clips(items: Sequence[tuple[torch.Tensor, int] | None]) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Stack ``(clip, label)`` items into ``(clips (B, ...), labels (B,))``, dropping skipped (``None``) items."""
+    kept = [item for item in items if item is not None]
+    return default_collate(kept) if kept else None
+
+
+class ClipLoader(DataLoader):
+    """A :class:`DataLoader` that keeps the dataset's epoch in step with its sampler's.
+
+    Each ``iter(loader)`` first calls ``dataset.set_epoch(sampler.epoch)``, so calling ``loader.set_epoch(e)``
+    (or Lightning calling ``sampler.set_epoch(e)``) is enough. Workers are not persistent: each epoch's workers get
+    the dataset with the current epoch. A :class:`UserError` raised in a worker reaches the caller as the same
+    one-line :class:`UserError`; samples skipped with ``on_error="skip"`` are counted at the end of the epoch.
+    """
+
+    def set_epoch(self, epoch: int) -> None:
+        """Shuffle and augment as in ``epoch``."""
+        if isinstance(self.sampler, DistributedSampler):
+            self.sampler.set_epoch(epoch)
+        if isinstance(self.dataset, ClipDataset):
+            self.dataset.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:  # type: ignore[override]
+        epoch = getattr(self.sampler, "epoch", None)
+        if epoch is not None and isinstance(self.dataset, ClipDataset):
+            self.dataset.set_epoch(epoch)
+        received = 0
+        try:
+            for batch in super().__iter__():
+                if batch is not None:
+                    received += len(batch[1])
+                    yield batch
+        except UserError as e:
+            # A worker's error arrives as "Caught UserError in DataLoader worker ... Traceback ...": keep the message.
+            raise UserError(str(e).splitlines()[-1].removeprefix(f"{UserError.__module__}.UserError: ")) from None
+        if self.batch_size:
+            expected = len(self) * self.batch_size if self.drop_last else len(self.sampler)  # type: ignore[arg-type]
+            if received < expected:
+                log.warning(
+                    "%d of %d samples skipped in this epoch (see the warnings above)", expected - received, expected
+                )
+
+
+def build_loader(
+    dataset: ClipDataset,
+    *,
+    batch_size: int,
+    shuffle: bool,
+    num_workers: int = 0,
+    seed: int = 0,
+    drop_last: bool = False,
+    rank: int = 0,
+    world_size: int = 1,
+    pin_memory: bool = False,
+) -> ClipLoader:
+    """A seeded loader over ``dataset``; batches ``(clips (B, T, 3, S, S), labels (B,))``.
+
+    Args:
+        dataset: a :class:`ClipDataset`.
+        batch_size: clips per batch (per process).
+        shuffle: reshuffle every epoch (a permutation seeded by ``seed + epoch``).
+        num_workers: loader processes; the batches do not depend on it.
+        seed: order and augmentation seed (the dataset's own ``seed`` drives the augmentation).
+        drop_last: drop the last incomplete batch.
+        rank, world_size: this process's shard for distributed training (``DistributedSampler`` semantics: with
+            ``world_size > 1`` the last samples are repeated to make the shards equal).
+        pin_memory: pin batches for faster host-to-GPU copies.
+    """
+    sampler = DistributedSampler(
+        dataset, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed, drop_last=drop_last
+    )
+    return ClipLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        collate_fn=collate_clips,
+        drop_last=drop_last,
+        pin_memory=pin_memory,
+        generator=torch.Generator().manual_seed(seed),
+    )
