@@ -1,6 +1,6 @@
 """Networks: backbones with temporal slots, the recognizer, and ``build_model``."""
 
-from adafuse.models import resnet  # noqa: F401  (registers the backbones)
+from adafuse.models import bninception, efficientnet, resnet  # noqa: F401  (registers the backbones)
 from adafuse.models._registry import BackboneSpec, get_backbone, list_backbones, register_backbone
 from adafuse.models.builder import METHODS, MethodSpec, build_model, get_method, load_pretrained
 from adafuse.models.recognizer import Recognizer

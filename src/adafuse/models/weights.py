@@ -76,6 +76,9 @@ def load_backbone_weights(backbone: nn.Module, source: str | Path, spec: Backbon
     unexpected = sorted(set(state) - set(own))
     if unexpected:
         raise UserError(f"{name}: {len(unexpected)} keys do not belong to {spec.name} (e.g. {unexpected[0]})")
+    # The Caffe-converted BN-Inception of TSN/TSM (bn_inception-9f5701afb96c8044.pth) stores BatchNorm
+    # vectors as (1, C); their loaders squeeze the leading 1, and so do we.
+    state = {k: v[0] if v.shape == (1, *own[k].shape) else v for k, v in state.items()}
     for key, value in state.items():
         if value.shape != own[key].shape:
             raise UserError(
