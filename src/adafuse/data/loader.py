@@ -8,6 +8,7 @@ any number of workers.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -22,6 +23,19 @@ def collate_clips(items: Sequence[tuple[torch.Tensor, int] | None]) -> tuple[tor
     """Stack ``(clip, label)`` items into ``(clips (B, ...), labels (B,))``, dropping skipped (``None``) items."""
     kept = [item for item in items if item is not None]
     return default_collate(kept) if kept else None
+
+
+class ResumableSampler(DistributedSampler):
+    """A :class:`DistributedSampler` whose next pass can start part-way through the epoch (to resume training
+    mid-epoch with exactly the batches that were still to come)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.start = 0
+
+    def __iter__(self) -> Iterator[int]:
+        start, self.start = self.start, 0  # only the next pass is shortened
+        return itertools.islice(super().__iter__(), start, None)
 
 
 class ClipLoader(DataLoader):
@@ -39,6 +53,12 @@ class ClipLoader(DataLoader):
             self.sampler.set_epoch(epoch)
         if isinstance(self.dataset, ClipDataset):
             self.dataset.set_epoch(epoch)
+
+    def skip_batches(self, batches: int) -> None:
+        """Start the next pass after the first ``batches`` batches of the current epoch (resuming mid-epoch)."""
+        if not isinstance(self.sampler, ResumableSampler) or self.batch_size is None:
+            raise TypeError("skip_batches needs a loader made by build_loader")
+        self.sampler.start = batches * self.batch_size
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:  # type: ignore[override]
         epoch = getattr(self.sampler, "epoch", None)
@@ -86,7 +106,7 @@ def build_loader(
             ``world_size > 1`` the last samples are repeated to make the shards equal).
         pin_memory: pin batches for faster host-to-GPU copies.
     """
-    sampler = DistributedSampler(
+    sampler = ResumableSampler(
         dataset, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed, drop_last=drop_last
     )
     return ClipLoader(
