@@ -64,6 +64,7 @@ class ClipLoader(DataLoader):
         epoch = getattr(self.sampler, "epoch", None)
         if epoch is not None and isinstance(self.dataset, ClipDataset):
             self.dataset.set_epoch(epoch)
+        resumed_at = getattr(self.sampler, "start", 0)  # samples of this epoch consumed before a resume
         received = 0
         try:
             for batch in super().__iter__():
@@ -75,6 +76,7 @@ class ClipLoader(DataLoader):
             raise UserError(str(e).splitlines()[-1].removeprefix(f"{UserError.__module__}.UserError: ")) from None
         if self.batch_size:
             expected = len(self) * self.batch_size if self.drop_last else len(self.sampler)  # type: ignore[arg-type]
+            expected -= resumed_at
             if received < expected:
                 log.warning(
                     "%d of %d samples skipped in this epoch (see the warnings above)", expected - received, expected
