@@ -65,15 +65,22 @@ class ClipLoader(DataLoader):
         if epoch is not None and isinstance(self.dataset, ClipDataset):
             self.dataset.set_epoch(epoch)
         resumed_at = getattr(self.sampler, "start", 0)  # samples of this epoch consumed before a resume
-        received = 0
+        received, message = 0, None
+        batches = super().__iter__()
         try:
-            for batch in super().__iter__():
+            for batch in batches:
                 if batch is not None:
                     received += len(batch[1])
                     yield batch
         except UserError as e:
             # A worker's error arrives as "Caught UserError in DataLoader worker ... Traceback ...": keep the message.
-            raise UserError(str(e).splitlines()[-1].removeprefix(f"{UserError.__module__}.UserError: ")) from None
+            message = str(e).splitlines()[-1].removeprefix(f"{UserError.__module__}.UserError: ")
+        finally:
+            # Stop the workers now (also when the caller stops early): left to the garbage collector, torch's
+            # iterator waits 5 s per worker.
+            getattr(batches, "_shutdown_workers", lambda: None)()
+        if message is not None:
+            raise UserError(message)
         if self.batch_size:
             expected = len(self) * self.batch_size if self.drop_last else len(self.sampler)  # type: ignore[arg-type]
             expected -= resumed_at
