@@ -20,7 +20,7 @@ from pathlib import Path
 
 from adafuse.data._problems import OnError, Problems
 from adafuse.data.extract import VIDEO_EXTENSIONS
-from adafuse.data.presets import get_preset
+from adafuse.data.presets import get_preset, preset_class_names
 from adafuse.data.spec import dataset_spec, save_dataset_yaml
 from adafuse.errors import UserError
 
@@ -148,8 +148,12 @@ def write_lists(
     if len(formats) > 1:
         raise UserError(f"{root}: mixes video files and frame folders; list them separately")
     fmt = formats.pop()
-    # Check the descriptor before writing anything (e.g. a custom preset without a flip rule).
-    dataset_spec(preset=preset, root=root, num_classes=len(class_names), template=template, flip=flip, format=fmt)
+    # Check the descriptor before writing anything (e.g. a custom preset without a flip rule). The class names are
+    # the annotations' (classes.txt overrides a preset's packaged names), so only a custom preset needs the count.
+    custom = not preset_class_names(preset)
+    dataset_spec(
+        preset=preset, root=root, num_classes=len(class_names) if custom else None, template=template, flip=flip
+    )
     out.mkdir(parents=True, exist_ok=True)
     for split, split_lines in lines.items():
         (out / f"{split}.txt").write_text("".join(split_lines), encoding="utf-8")

@@ -121,7 +121,8 @@ def extract_frames(
     frames = extracted = 0
     pool = get_context().Pool(workers) if workers > 1 and len(tasks) > 1 else None
     results = pool.imap_unordered(_extract_task, tasks) if pool else map(_extract_task, tasks)
-    bar = tqdm(total=len(tasks), unit="video", disable=not progress or not tasks, desc="extracting")
+    # Only on a terminal, and erased when done: on error, stderr keeps just the one-line reason.
+    bar = tqdm(total=len(tasks), unit="video", disable=None if progress else True, leave=False, desc="extracting")
     try:
         for video, count, error in results:
             bar.update()

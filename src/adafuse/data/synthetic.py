@@ -50,7 +50,7 @@ _TURNING_SHAPES = ("l_shape", "arrow", "wedge")  # no rotational symmetry, so a 
 
 TEMPLATE = "{:05d}.jpg"
 _OUTPUTS = ("frames", "train.txt", "val.txt", "classes.txt", "dataset.yaml")
-_VAL_EVERY = 4  # every 4th round of one video per class goes to val: 1/4 of the videos, balanced
+_VAL_SHARE = 4  # the last quarter of the rounds of one video per class (at least one round) is validation
 
 
 def class_names(kind: Kind) -> tuple[str, ...]:
@@ -196,8 +196,8 @@ def generate_synthetic(
     """Write a synthetic dataset to ``out``: ``frames/<id>/00001.jpg ...``, ``train.txt``, ``val.txt``,
     ``classes.txt`` and ``dataset.yaml`` (preset ``custom``; flip off for ``temporal``, whose labels say left).
 
-    Labels go round-robin (video ``i`` has label ``i mod 8``); every 4th round is validation. Returns a summary
-    (paths, counts, seconds).
+    Labels go round-robin (video ``i`` has label ``i mod 8``); the last quarter of the rounds (at least one) is
+    validation, so both splits are balanced. Returns a summary (paths, counts, seconds).
     """
     names = class_names(kind)
     if num_videos < 2 * len(names):
@@ -220,7 +220,9 @@ def generate_synthetic(
     else:
         for task in tasks:
             _write_video(task)
-    is_val = [(i // len(names)) % _VAL_EVERY == _VAL_EVERY - 1 for i in range(num_videos)]
+    rounds = math.ceil(num_videos / len(names))
+    first_val = rounds - max(1, rounds // _VAL_SHARE)
+    is_val = [i // len(names) >= first_val for i in range(num_videos)]
     for split, want in (("train", False), ("val", True)):
         lines = [f"{i:05d} {frames} {labels[i]}\n" for i in range(num_videos) if is_val[i] == want]
         (out / f"{split}.txt").write_text("".join(lines), encoding="utf-8")
