@@ -124,3 +124,12 @@ def test_missing_video_file_found_when_building(tmp_path, videos):
     spec = dataset_spec(root=videos, val_list=tmp_path / "v.txt", format="video", num_classes=1, flip=False)
     with pytest.raises(UserError, match=r"v.txt:2: video file .*gone.mp4 not found"):
         build_dataset(spec=spec, split="val")
+
+
+def test_container_overstating_its_frame_count(tmp_path, videos, monkeypatch):
+    (tmp_path / "v.txt").write_text("class a/v1.mp4 0\n")
+    spec = dataset_spec(root=videos, val_list=tmp_path / "v.txt", format="video", num_classes=1, flip=False)
+    honest, _ = build_dataset(spec=spec, split="val", input_size=32)[0]
+    monkeypatch.setattr("adafuse.data.readers.count_frames", lambda path: 50)  # the file has 30
+    clip, _ = build_dataset(spec=spec, split="val", input_size=32)[0]
+    assert torch.equal(clip, honest)  # re-sampled from the 30 frames that exist, not padded or clamped

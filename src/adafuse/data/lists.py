@@ -26,6 +26,7 @@ from adafuse.errors import UserError
 ListFormat = Literal["frames", "video"]
 
 _INDEXED = re.compile(r"^\s*(\d+)\s*,(.*)$")
+_INTEGER = re.compile(r"^-?\d+$")
 
 
 @dataclass(frozen=True)
@@ -120,7 +121,7 @@ def read_list(
             problems(f"{where}: expected '{usage}', got {line!r}")
             continue
         numbers = tokens[1:]
-        if not all(t.lstrip("-").isdigit() for t in numbers):
+        if not all(_INTEGER.match(t) for t in numbers):
             problems(f"{where}: expected '{usage}' with integer {' and '.join(usage.split()[1:])}, got {line!r}")
             continue
         label = int(numbers[-1])
