@@ -149,7 +149,9 @@ def fusion_saving(
 ) -> torch.Tensor:
     """MACs per video saved by one fusion slot: mask (N, T, C, 3), up/down (C,) per frame -> (N,).
 
-    Differentiable in the mask (straight-through Gumbel samples carry the gradient to the policy)."""
+    Differentiable in the mask (straight-through Gumbel samples carry the gradient to the policy).
+    Computed in float32 even under mixed precision: MAC counts overflow float16."""
+    mask = mask.float()
     up, down = up.to(mask), down.to(mask)
     saved = (mask[..., SKIP] * down).sum(dim=(1, 2))
     if mode == "real":

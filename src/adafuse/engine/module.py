@@ -1,0 +1,139 @@
+"""The Lightning module: the paper's loss (Eq. 6), optimiser recipe, validation and checkpoint metadata."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from adafuse.engine.evaluate import predict_batch
+from adafuse.engine.metrics import RecognitionMetrics
+from adafuse.flops import CostTable, adaptive_macs
+from adafuse.layers.actions import KEEP, REUSE, SKIP
+from adafuse.layers.channel_gating import ChannelGatedConv2d
+from adafuse.models import Recognizer
+
+
+def efficiency_cost(macs: torch.Tensor, table: CostTable, *, kind: str) -> torch.Tensor:
+    """The cost term of Eq. 6 from adaptive MACs per video (N,): the batch mean of ``macs / dense`` for
+    ``kind="normalized"`` (portable across backbones), or of GMACs per frame for ``"absolute"`` (the
+    official scale, where the paper's λ = 0.1 means what it meant there)."""
+    if kind == "normalized":
+        return (macs / table.dense_macs).mean()
+    return (macs / table.num_segments / 1e9).mean()
+
+
+def optimizer_groups(model: nn.Module, *, weight_decay: float, policy_lr_scale: float = 1.0) -> list[dict[str, Any]]:
+    """SGD parameter groups: weight decay on conv/linear weights only, none on BatchNorm parameters and biases
+    (the official recipe; CGNet thresholds have their own loss). Policy-net parameters form their own groups
+    with the learning rate scaled by ``policy_lr_scale`` (key ``lr_scale``): the efficiency gradient reaching
+    one channel's logits is small (its share of the video's cost), so short schedules need a larger step."""
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+    seen: set[int] = set()  # shared policy FCs are reachable from several blocks
+    for module_name, module in model.named_modules():
+        policy = ".policy" in f".{module_name}"
+        for name, p in module.named_parameters(recurse=False):
+            if not p.requires_grad or id(p) in seen:
+                continue
+            seen.add(id(p))
+            decay = (name == "weight" and isinstance(module, (nn.Conv2d, nn.Linear))) or name.startswith("weight_")
+            groups.setdefault((decay, policy), []).append(p)
+    return [
+        {"params": params, "weight_decay": weight_decay if decay else 0.0,
+         "lr_scale": policy_lr_scale if policy else 1.0}
+        for (decay, policy), params in sorted(groups.items())
+    ]
+
+
+class RecognitionModule(L.LightningModule):
+    """Trains a :class:`Recognizer` with ``CE + λ·cost`` (+ CGNet's threshold loss) and validates it.
+
+    Args:
+        model: the recognizer.
+        table: its :class:`~adafuse.flops.CostTable` at the training input size.
+        config: the resolved config (sections ``loss`` and ``optim`` are read here).
+        meta: checkpoint metadata (class names, input size, normalization) stored in every checkpoint.
+    """
+
+    def __init__(self, model: Recognizer, *, table: CostTable, config: dict[str, Any], meta: dict[str, Any]) -> None:
+        super().__init__()
+        self.model = model
+        self.table = table
+        self.loss_cfg, self.optim_cfg = config["loss"], config["optim"]
+        self.meta = meta
+        self.val_metrics = RecognitionMetrics(list(model.fusions()))
+        self.gated = [m for m in model.modules() if isinstance(m, ChannelGatedConv2d)]
+        self.frozen_bn = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        self.frozen_bn = self.frozen_bn if self.optim_cfg["freeze_bn"] else []
+        for bn in self.frozen_bn:
+            bn.requires_grad_(False)
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        # Frozen BatchNorm keeps normalising with its running statistics. Set per batch: Lightning restores the
+        # train/eval flag of every submodule around validation.
+        for bn in self.frozen_bn:
+            bn.eval()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        clips, labels = batch
+        logits = self.model(clips)
+        ce = F.cross_entropy(logits, labels)
+        macs = adaptive_macs(self.model, self.table, batch_size=clips.shape[0], mode=self.loss_cfg["cost_mode"])
+        loss = ce
+        weight = self.loss_cfg["efficiency_weight"]
+        if weight and (self.model.fusions() or self.gated):
+            loss = loss + weight * efficiency_cost(macs, self.table, kind=self.loss_cfg["cost"])
+        if self.gated:
+            loss = loss + self.loss_cfg["cg_threshold_weight"] * sum(m.threshold_loss() for m in self.gated)
+        acc = (logits.argmax(1) == labels).float().mean()
+        logs = {"train/loss": loss, "train/ce": ce, "train/top1": 100 * acc, "train/gflops": macs.mean() / 1e9}
+        policies = self.model.policies()
+        if policies:
+            shares = torch.stack([m.detach().float().mean(dim=(0, 1, 2)) for m in policies.values()]).mean(0)
+            logs.update({"train/keep": shares[KEEP], "train/reuse": shares[REUSE], "train/skip": shares[SKIP]})
+        self.log_dict(logs, prog_bar=False, on_step=True, on_epoch=True, batch_size=clips.shape[0], sync_dist=False)
+        self.log("loss", loss, prog_bar=True, logger=False, batch_size=clips.shape[0])
+        return loss
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        clips, labels = batch
+        logits, macs, policies = predict_batch(self.model, clips, self.table)
+        self.val_metrics.update(logits, labels, macs, policies)
+
+    def on_validation_epoch_end(self) -> None:
+        result = self.val_metrics.compute()
+        self.val_metrics.reset()
+        logs = {"val/top1": result["top1"], "val/top5": result["top5"], "val/gflops": result["gflops"]}
+        logs.update({f"val/{k}": result["policy"][k] for k in ("keep", "reuse", "skip")} if "policy" in result else {})
+        self.log_dict(logs, prog_bar=False, sync_dist=False)
+        self.log("val_top1", result["top1"], prog_bar=True, logger=False)
+        self.last_validation = result
+
+    def configure_optimizers(self):
+        cfg = self.optim_cfg
+        groups = optimizer_groups(self.model, weight_decay=cfg["weight_decay"], policy_lr_scale=cfg["policy_lr_scale"])
+        for group in groups:
+            group["lr"] = cfg["lr"] * group["lr_scale"]
+        optimizer = torch.optim.SGD(groups, lr=cfg["lr"], momentum=cfg["momentum"])
+        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=cfg["lr_steps"], gamma=cfg["lr_gamma"])
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["adafuse"] = {"build": dict(self.model.build_args), **self.meta}
+        # Exact resume: the global RNG drives dropout and the Gumbel noise.
+        checkpoint["rng"] = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            checkpoint["rng"]["cuda"] = torch.cuda.get_rng_state_all()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        rng = checkpoint.get("rng", {})
+        if "torch" in rng:
+            torch.set_rng_state(rng["torch"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
