@@ -77,7 +77,9 @@ def test_loss_and_cost_decrease_and_lambda_lowers_cost():
 def test_param_groups_decay_and_policy_scale():
     model = build_model(backbone="resnet18", method="adafuse_tsn", num_classes=4, num_segments=2, policy_hidden=8)
     groups = optimizer_groups(model, weight_decay=5e-4, policy_lr_scale=10.0)
-    owner = {id(p): (f"{m_name}.{n}", m) for m_name, m in model.named_modules() for n, p in m.named_parameters(recurse=False)}
+    owner = {
+        id(p): (f"{m_name}.{n}", m) for m_name, m in model.named_modules() for n, p in m.named_parameters(recurse=False)
+    }
     for group in groups:
         for p in group["params"]:
             name, module = owner[id(p)]

@@ -109,8 +109,12 @@ class ClipDataModule(L.LightningDataModule):
 def _quiet_lightning() -> None:
     """Keep Lightning's advertising and known-harmless warnings out of the user's terminal."""
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
-    for message in (r"Experiment logs directory .* exists", r".*LeafSpec.* is deprecated", r".*does not have many workers",
-                    r"The number of training batches .* is smaller than the logging interval"):
+    for message in (
+        r"Experiment logs directory .* exists",
+        r".*LeafSpec.* is deprecated",
+        r".*does not have many workers",
+        r"The number of training batches .* is smaller than the logging interval",
+    ):
         warnings.filterwarnings("ignore", message=message)
 
 
