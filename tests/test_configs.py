@@ -1,0 +1,50 @@
+"""Every packaged config loads and builds; paper rows give the paper's model sizes."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from adafuse.data.presets import get_preset
+from adafuse.engine.config import load_config, model_kwargs
+from adafuse.flops import count_params
+from adafuse.models import build_model
+
+CONFIGS = sorted((Path(__file__).parent.parent / "src" / "adafuse" / "configs").glob("*.yaml"))
+PRESET = {"sthv1": "something_v1", "sthv2": "something_v2", "jester": "jester", "minik": "mini_kinetics"}
+
+
+def build(path: Path):
+    config = load_config(path)
+    classes = get_preset(PRESET[path.stem.split("_")[0]]).num_classes if path.stem != "demo" else 8
+    with torch.device("meta"):
+        return config, build_model(**model_kwargs(config), num_classes=classes)
+
+
+def test_there_is_a_config_per_paper_row():
+    assert len(CONFIGS) == 52  # 51 unique experiments of Tables 1, 2, 3, 5, 6, 7 + the demo
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_config_builds(path):
+    config, model = build(path)
+    assert model.method == config["model"]["method"]
+
+
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [
+        ("sthv1_r18_tsn", 11_265_774),
+        ("sthv1_inc_tsn", 10_448_590),
+        ("sthv1_inc_adafuse_tsn", 14_498_670),
+        ("sthv1_r50_adafuse_tsn", 37_686_638),
+        ("sthv2_r50_adafuse_tsm", 37_686_638),
+        ("sthv2_r50_adafuse_tsm_last", 39_082_734),
+        ("sthv2_r50_adafuse_tsm_last_h2048_l1", 54_296_302),
+        ("sthv2_r50_adafuse_tsm_last_h4096_l1", 84_723_438),
+        ("sthv1_r50_lstm", 28_844_270),
+    ],
+)
+def test_paper_rows_have_the_papers_sizes(name, params):
+    _, model = build(next(p for p in CONFIGS if p.stem == name))
+    assert count_params(model) == params
