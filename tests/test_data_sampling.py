@@ -136,5 +136,5 @@ def test_eval_transform_shapes():
     frames = [Image.new("RGB", (80, 60))] * 4
     assert EvalTransform(input_size=64).scale_size == 73  # 64 * 256 // 224, as TSM
     assert EvalTransform(input_size=224).scale_size == 256
-    assert EvalTransform(input_size=64)(frames).shape == (1, 4, 3, 64, 64)
-    assert EvalTransform(input_size=64, num_crops=3)(frames).shape == (3, 4, 3, 64, 64)
+    assert EvalTransform(input_size=64)([frames]).shape == (1, 4, 3, 64, 64)
+    assert EvalTransform(input_size=64, num_crops=3)([frames, frames]).shape == (6, 4, 3, 64, 64)

@@ -103,7 +103,7 @@ class ClipDataset(Dataset):
             return None
         if isinstance(self.transform, TrainTransform):
             return self.transform(clips[0], record.label, self._rng(index, _AUGMENT))
-        views = torch.cat([self.transform(frames) for frames in clips])
+        views = self.transform(clips)
         return (views[0] if len(views) == 1 else views), record.label
 
     def _rng(self, index: int, stream: int) -> np.random.Generator:
