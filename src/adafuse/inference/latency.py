@@ -1,0 +1,254 @@
+"""Per-frame latency of dense TSN, masked AdaFuse and sparse AdaFuse, streaming at batch 1 (``adafuse bench latency``).
+
+Four paths process the same frames, interleaved frame by frame so that load on a shared machine hits them alike:
+
+- ``dense``: the TSN recognizer as trained and evaluated (eager PyTorch, eval mode): the baseline of the ratios;
+- ``masked``: the AdaFuse recognizer the same way, every channel computed and the policy's masks multiplied in
+  (what the paper ran);
+- ``sparse``: :class:`~adafuse.inference.SparseRecognizer` on the AdaFuse model (skipped channels not computed);
+- ``dense_engine``: the same executor on the TSN model: BatchNorm folded, weights pre-packed, no policy. It shows
+  how much of the sparse path's gain is inference engineering rather than skipping.
+
+The policy is either forced (a fixed random generator gives every block, at every frame, exactly the requested
+keep / reuse / skip shares, the same masks on the masked and sparse paths; the policy nets still run) or a trained
+checkpoint's own. ``mac_ratio`` is the Eq. 5 cost of those masks over the dense TSN cost, ``executed_mac_ratio``
+the sparse executor's own count of what it ran (more than Eq. 5 where the cost model chose dense layers).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from adafuse.errors import UserError
+from adafuse.flops import CostTable, fusion_saving, profile
+from adafuse.inference.sparse import SparseRecognizer
+from adafuse.layers.actions import NUM_ACTIONS
+from adafuse.layers.adaptive_fusion import AdaptiveFusion
+from adafuse.models import Recognizer, build_model
+
+# Per-stage (keep, reuse, skip) shares of a trained AdaFuse ResNet-50, read off the project page's bar chart
+# (Something-V1): mostly skipping early, more keeping and reusing late.
+PAPER_SHARES = ((0.07, 0.02, 0.91), (0.12, 0.02, 0.86), (0.25, 0.07, 0.68), (0.28, 0.30, 0.42))
+
+
+def parse_policy(spec: str) -> tuple[tuple[float, float, float], ...]:
+    """Per-stage (keep, reuse, skip) shares: ``"0.5,0.25,0.25"`` (every stage), ``"keep"`` (1, 0, 0) or ``"paper"``."""
+    if spec == "keep":
+        return ((1.0, 0.0, 0.0),) * 4
+    if spec == "paper":
+        return PAPER_SHARES
+    try:
+        shares = tuple(float(v) for v in spec.split(","))
+    except ValueError:
+        shares = ()
+    if len(shares) != NUM_ACTIONS or min(shares) < 0 or abs(sum(shares) - 1) > 1e-6:
+        raise UserError(f"policy must be 'keep', 'paper', 'trained' or keep,reuse,skip shares summing to 1: {spec!r}")
+    return (shares,) * 4
+
+
+class ForcedPolicy:
+    """Exact-share random actions: every block, every frame, ``round(share·G)`` decisions of each action, at random
+    positions. ``next_frame()`` returns one (1, G) action array per fused block of ``engine``."""
+
+    def __init__(self, engine: SparseRecognizer, shares: Sequence[tuple[float, float, float]], *, seed: int = 0):
+        self.groups = [(b.stage, b.units) for b in engine.blocks if b.policy is not None]
+        self.shares = shares
+        self.rng = np.random.default_rng(seed)
+
+    def next_frame(self) -> list[np.ndarray]:
+        actions = []
+        for stage, g in self.groups:
+            keep, reuse, _ = self.shares[stage]
+            n_keep, n_reuse = round(keep * g), round(reuse * g)
+            a = np.full(g, 2, dtype=np.int64)
+            order = self.rng.permutation(g)
+            a[order[:n_keep]] = 0
+            a[order[n_keep : n_keep + n_reuse]] = 1
+            actions.append(a[None])
+        return actions
+
+
+def _force_masks(model: Recognizer, names: list[str]) -> list[torch.Tensor | None]:
+    """Make the fusions of ``model`` (in ``names`` order) decide as told: returns per-fusion slots, each holding the
+    (1, G, 3) one-hot to return next; the policy net still runs first, so its cost is in the timing."""
+    slots: list[torch.Tensor | None] = [None] * len(names)
+    fusions = model.fusions()
+    for k, name in enumerate(names):
+        fusion = fusions[f"backbone.{name}.fusion"]
+        original = fusion.decide
+
+        def decide(x, y, original=original, k=k):
+            original(x, y)
+            return slots[k]
+
+        fusion.decide = decide
+    return slots
+
+
+def _one_hot(actions: np.ndarray) -> torch.Tensor:
+    return torch.nn.functional.one_hot(torch.from_numpy(actions), NUM_ACTIONS).float()
+
+
+def _frames(count: int, size: int, normalization: str, seed: int) -> torch.Tensor:
+    """Synthetic video frames (count, 1, 3, size, size): a moving object on a textured background."""
+    from PIL import Image
+
+    from adafuse.data.synthetic import render_video
+    from adafuse.data.transforms import EvalTransform
+
+    video = render_video(kind="temporal", label=0, seed=seed, size=size * 256 // 224 + 1, frames=count)
+    clip = EvalTransform(input_size=size, normalization=normalization)([[Image.fromarray(f) for f in video]])
+    return clip[0].unsqueeze(1)
+
+
+def measure_latency(
+    *,
+    backbone: str = "resnet50",
+    threads: int = 1,
+    policy: str = "0.5,0.25,0.25",
+    checkpoint: str | Path | None = None,
+    frames: int = 20,
+    warmup: int = 5,
+    input_size: int = 224,
+    policy_hidden: int = 64,
+    num_classes: int = 174,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Median per-frame latency (ms) of the four paths at batch 1, and the MAC and time ratios.
+
+    Args:
+        backbone: a ResNet (ignored with ``checkpoint``).
+        threads: ``torch.set_num_threads`` for the whole measurement (the cost model is measured at it too).
+        policy: forced shares (:func:`parse_policy`), or ``"trained"`` for the checkpoint's own policy.
+        checkpoint: a trained AdaFuse checkpoint (required by ``policy="trained"``): its weights are timed.
+        frames / warmup: timed frames and untimed frames before them.
+        input_size: frame side.
+        policy_hidden: policy hidden size of the random-weight AdaFuse model (without ``checkpoint``).
+        num_classes: classifier size of the random-weight models.
+    """
+    torch.set_num_threads(threads)
+    torch.set_flush_denormal(True)  # random-weight activations can underflow; denormals would slow every path alike
+    torch.manual_seed(seed)
+    meta: dict[str, Any] = {"normalization": "imagenet"}
+    if checkpoint is not None:
+        from adafuse.checkpoint import load_model
+
+        ada, meta = load_model(checkpoint)
+        backbone, num_classes = ada.backbone_name, ada.num_classes
+    elif policy == "trained":
+        raise UserError("policy 'trained' needs --checkpoint (a trained AdaFuse model)")
+    else:
+        ada = build_model(
+            backbone=backbone, method="adafuse_tsn", num_classes=num_classes, num_segments=1,
+            policy_hidden=policy_hidden,
+        ).eval()  # fmt: skip
+    if not ada.fusions():
+        raise UserError(f"{ada.method} has no fusion policy to time; give an AdaFuse checkpoint")
+    tsn = build_model(backbone=backbone, method="tsn", num_classes=num_classes, num_segments=1).eval()
+    tsn.load_state_dict({k: v for k, v in ada.state_dict().items() if ".fusion." not in k})  # same backbone weights
+    sparse = SparseRecognizer.from_model(ada, input_size=input_size)
+    dense_engine = SparseRecognizer.from_model(tsn, input_size=input_size)
+    names = sparse.fused_blocks
+    tables = (
+        profile(ada, num_segments=frames, input_size=input_size),
+        profile(tsn, num_segments=frames, input_size=input_size),
+    )
+    forced = None if policy == "trained" else ForcedPolicy(sparse, parse_policy(policy), seed=seed)
+    slots = _force_masks(ada, names) if forced is not None else None
+    clip = _frames(warmup + frames, input_size, meta.get("normalization", "imagenet"), seed)
+
+    states = {"sparse": sparse.init_state(1), "dense_engine": dense_engine.init_state(1)}
+    times: dict[str, list[float]] = {"dense": [], "masked": [], "sparse": [], "dense_engine": []}
+    masks: list[list[np.ndarray]] = []
+    runs = {
+        "dense": lambda x, a: tsn(x[None]),
+        "masked": lambda x, a: ada(x[None]),
+        "sparse": lambda x, a: sparse.step(x, states["sparse"], actions=a),
+        "dense_engine": lambda x, a: dense_engine.step(x, states["dense_engine"]),
+    }
+    order = list(runs)
+    with torch.inference_mode():
+        for i in range(warmup + frames):
+            if i == warmup:
+                sparse.reset_stats()
+                dense_engine.reset_stats()
+            actions = forced.next_frame() if forced is not None else None
+            if slots is not None:
+                slots[:] = [_one_hot(a) for a in actions]
+            for name in order[i % 4 :] + order[: i % 4]:  # rotate who runs first: cache and load effects even out
+                start = time.perf_counter()
+                runs[name](clip[i], actions)
+                if i >= warmup:
+                    times[name].append(time.perf_counter() - start)
+            if i >= warmup:
+                masks.append(actions if actions is not None else sparse.last_actions)
+    ms = {name: statistics.median(t) * 1e3 for name, t in times.items()}
+    mac_ratio = _eq5_ratio(ada, *tables, names, masks)
+    executed_ratio = sparse.executed_macs / dense_engine.executed_macs
+    shares = sparse.stats.shares()
+    return {
+        "backbone": backbone,
+        "threads": threads,
+        "policy": policy,
+        "input_size": input_size,
+        "frames": frames,
+        "policy_hidden": _policy_hidden(ada),
+        "dense_ms": ms["dense"],
+        "masked_ms": ms["masked"],
+        "sparse_ms": ms["sparse"],
+        "dense_engine_ms": ms["dense_engine"],
+        "mac_ratio": mac_ratio,
+        "executed_mac_ratio": executed_ratio,
+        "time_ratio": ms["sparse"] / ms["dense"],
+        "time_ratio_engine": ms["sparse"] / ms["dense_engine"],
+        "masked_ratio": ms["masked"] / ms["dense"],
+        "time_over_mac": ms["sparse"] / ms["dense"] / mac_ratio,
+        "shares": shares,
+        "sliced_share": sparse.stats.sliced / max(sparse.stats.sliced + sparse.stats.dense, 1),
+    }
+
+
+def _policy_hidden(model: nn.Module) -> int:
+    fusion = next(m for m in model.modules() if isinstance(m, AdaptiveFusion))
+    return fusion.policy.fc0.out_features
+
+
+def _eq5_ratio(
+    ada: Recognizer, table: CostTable, tsn_table: CostTable, names: list[str], masks: list[list[np.ndarray]]
+) -> float:
+    """Eq. 5 MACs of the AdaFuse model under ``masks`` (frames × blocks of (1, G) actions), one video of all the
+    timed frames, over the dense TSN MACs of as many frames (``table``s profiled for that many frames)."""
+    fusions = ada.fusions()
+    cost = table.dense_macs
+    for k, name in enumerate(names):
+        key = f"backbone.{name}.fusion"
+        actions = np.stack([frame[k][0] for frame in masks])  # (T, G)
+        mask = _one_hot(actions).repeat_interleave(fusions[key].groups, dim=1)[None]  # (1, T, C, 3)
+        cost -= float(fusion_saving(mask, *table.fusion[key])[0])
+    return cost / tsn_table.dense_macs
+
+
+def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
+    """The results as a markdown table, one row per measurement."""
+    lines = [
+        "| backbone | threads | policy (keep/reuse/skip) | dense TSN ms | masked ms | sparse ms | dense engine ms "
+        "| MAC ratio | time ratio | time / MAC | vs dense engine |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        s = r["shares"]
+        lines.append(
+            f"| {r['backbone']} | {r['threads']} | {r['policy']} ({s['keep']:.2f}/{s['reuse']:.2f}/{s['skip']:.2f}) "
+            f"| {r['dense_ms']:.1f} | {r['masked_ms']:.1f} | {r['sparse_ms']:.1f} | {r['dense_engine_ms']:.1f} "
+            f"| {r['mac_ratio']:.3f} | {r['time_ratio']:.3f} | {r['time_over_mac']:.2f} "
+            f"| {r['time_ratio_engine']:.3f} |"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,190 @@
+"""Sparse executor: same outputs and masks as the masked dense model; executed MACs equal Eq. 5."""
+
+import numpy as np
+import pytest
+import torch
+
+from adafuse.errors import UserError
+from adafuse.flops import fusion_saving, profile
+from adafuse.inference import CostModel, SparseRecognizer
+from adafuse.layers import KEEP, REUSE, SKIP, AdaptiveFusion
+from adafuse.models import build_model
+from conftest import force_policy
+
+SIZE = 32
+COST_MODELS = {
+    "sparse": CostModel.always_sparse(),  # every policy-controlled conv sliced
+    "dense": CostModel.always_dense(),  # every conv dense, skipped channels zeroed
+    "mixed": CostModel(default=0.6),  # per frame and layer, whichever the active fraction says
+}
+
+
+def tiny(backbone: str = "resnet18", method: str = "adafuse_tsn", **kwargs) -> torch.nn.Module:
+    """A random model whose policies make varied decisions and whose logits are O(1)."""
+    model = build_model(backbone=backbone, method=method, num_classes=5, num_segments=3, policy_hidden=8, **kwargs)
+    torch.nn.init.normal_(model.head.weight, 0.0, 1.0)
+    for m in model.modules():
+        if isinstance(m, AdaptiveFusion):
+            torch.nn.init.normal_(m.policy.fc0.weight, 0.0, 0.5)
+            torch.nn.init.normal_(m.policy.fc1.weight, 0.0, 1.0)
+        elif isinstance(m, torch.nn.BatchNorm2d):  # non-trivial statistics, so folding is really exercised
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 2.0)
+            torch.nn.init.uniform_(m.weight, 0.5, 1.5)
+            torch.nn.init.uniform_(m.bias, -0.2, 0.2)
+    return model.eval()
+
+
+def assert_same(actual: torch.Tensor, expected: torch.Tensor) -> None:
+    """Equal within float32 rounding: max |difference| <= 1e-4 x max(1, max |expected|) (folded BatchNorm and
+    sliced sums round differently from the training graph)."""
+    scale = max(1.0, expected.abs().max().item())
+    assert (actual - expected).abs().max().item() <= 1e-4 * scale
+
+
+def masks_of(model) -> list[torch.Tensor]:
+    return [m.last_mask for m in model.fusions().values()]
+
+
+def engine_masks(actions_per_frame: list[list[np.ndarray]], groups: int) -> list[torch.Tensor]:
+    """(N, T, C, 3) one-hot masks per fused block from the executor's per-frame (N, G) actions."""
+    blocks = zip(*actions_per_frame, strict=True)
+    out = []
+    for frames in blocks:
+        a = torch.from_numpy(np.stack(frames, axis=1))  # (N, T, G)
+        out.append(torch.nn.functional.one_hot(a, 3).float().repeat_interleave(groups, dim=2))
+    return out
+
+
+def run_engine(engine: SparseRecognizer, clip: torch.Tensor) -> tuple[torch.Tensor, list[list[np.ndarray]]]:
+    state = engine.init_state(clip.shape[0])
+    logits, actions = [], []
+    for t in range(clip.shape[1]):
+        logits.append(engine.step(clip[:, t], state))
+        actions.append(engine.last_actions)
+    return torch.stack(logits, dim=1), actions
+
+
+@pytest.mark.parametrize("cost", COST_MODELS)
+@pytest.mark.parametrize(
+    ("backbone", "method", "kwargs"),
+    [
+        ("resnet18", "adafuse_tsn", {}),
+        ("resnet50", "adafuse_tsn", {}),
+        ("resnet18", "adafuse_tsm", {"causal_shift": True}),
+        ("resnet50", "adafuse_tsm_last", {"causal_shift": True, "policy_groups": 4}),
+        ("resnet18", "ada_skip", {"policy_groups": 2}),
+        ("resnet18", "ada_reuse", {}),
+    ],
+)
+def test_sparse_equals_masked_dense_on_random_policies(backbone, method, kwargs, cost):
+    model = tiny(backbone, method, **kwargs)
+    clip = torch.randn(2, 4, 3, SIZE, SIZE)
+    with torch.no_grad():
+        expected = model.frame_logits(clip)
+    engine = SparseRecognizer.from_model(model, input_size=SIZE, cost_model=COST_MODELS[cost])
+    logits, actions = run_engine(engine, clip)
+    assert_same(logits, expected)
+    groups = next(iter(model.fusions().values())).groups
+    for ours, theirs in zip(engine_masks(actions, groups), masks_of(model), strict=True):
+        assert torch.equal(ours, theirs)  # the very same decisions, not only the same outputs
+    shares = engine.stats.shares()
+    assert 0 < shares["keep"] < 1 and (shares["skip"] > 0 or method == "ada_reuse")
+
+
+@pytest.mark.parametrize("action", [KEEP, REUSE, SKIP])
+@pytest.mark.parametrize("backbone", ["resnet18", "resnet50"])
+def test_forced_policies_and_the_first_frame(backbone, action):
+    model = tiny(backbone)
+    force_policy(model, action)
+    clip = torch.randn(1, 3, 3, SIZE, SIZE)
+    with torch.no_grad():
+        expected = model.frame_logits(clip)
+    for cost in COST_MODELS.values():
+        engine = SparseRecognizer.from_model(model, input_size=SIZE, cost_model=cost)
+        assert_same(engine.frame_logits(clip), expected)
+        # a single frame is a first frame: REUSE copies the zero history, like SKIP
+        assert_same(engine.frame_logits(clip[:, :1]), expected[:, :1])
+
+
+def test_tsn_and_causal_tsm_without_policies_run_dense():
+    for method, kwargs in (("tsn", {}), ("tsm", {"causal_shift": True})):
+        model = tiny("resnet50", method, **kwargs)
+        clip = torch.randn(2, 3, 3, SIZE, SIZE)
+        engine = SparseRecognizer.from_model(model, input_size=SIZE, cost_model=CostModel.always_sparse())
+        with torch.no_grad():
+            assert_same(engine.frame_logits(clip), model.frame_logits(clip))
+        table = profile(model, num_segments=3, input_size=SIZE)
+        assert engine.executed_macs == 2 * table.dense_macs
+
+
+def eq5_macs(model, masks: list[torch.Tensor], t: int) -> torch.Tensor:
+    """Per-video MACs of Eq. 5 (``adafuse.flops``) for the given (N, T, C, 3) masks."""
+    table = profile(model, num_segments=t, input_size=SIZE)
+    cost = torch.full((masks[0].shape[0],), table.dense_macs, dtype=torch.float64)
+    for (name, _), mask in zip(model.fusions().items(), masks, strict=True):
+        cost -= fusion_saving(mask, *table.fusion[name]).double()
+    return cost
+
+
+@pytest.mark.parametrize(("backbone", "groups"), [("resnet18", 1), ("resnet50", 2)])
+def test_executed_macs_equal_eq5_accounting(backbone, groups):
+    model = tiny(backbone, policy_groups=groups)
+    clip = torch.randn(2, 4, 3, SIZE, SIZE)
+    engine = SparseRecognizer.from_model(model, input_size=SIZE, cost_model=CostModel.always_sparse())
+    _, actions = run_engine(engine, clip)
+    masks = engine_masks(actions, groups)
+    # Executed: REUSE at a stream's first frame reads the zero history and is run as SKIP.
+    effective = []
+    for mask in masks:
+        mask = mask.clone()
+        first = mask[:, 0, :, REUSE] == 1
+        mask[:, 0][first] = torch.tensor([0.0, 0.0, 1.0])
+        effective.append(mask)
+    executed = engine.executed_macs
+    assert executed == pytest.approx(float(eq5_macs(model, effective, 4).sum()), rel=1e-9)
+    # Eq. 5 itself charges those first-frame REUSE channels as conv2 inputs: the executor saved exactly them.
+    table = profile(model, num_segments=4, input_size=SIZE)
+    first_reuse = sum(
+        float((mask[:, 0, :, REUSE] * table.fusion[name][1]).sum())
+        for (name, _), mask in zip(model.fusions().items(), masks, strict=True)
+    )
+    assert first_reuse > 0
+    assert float(eq5_macs(model, masks, 4).sum()) - executed == pytest.approx(first_reuse, rel=1e-9)
+
+
+def test_dense_layers_count_everything():
+    model = tiny("resnet18")
+    engine = SparseRecognizer.from_model(model, input_size=SIZE, cost_model=CostModel.always_dense())
+    engine.frame_logits(torch.randn(1, 3, 3, SIZE, SIZE))
+    # all convolutions dense, plus the lazy recomputation of channels reused but not computed the frame before:
+    # at least the dense cost, never less
+    assert engine.executed_macs >= profile(model, num_segments=3, input_size=SIZE).dense_macs
+
+
+def test_cost_model_measures_every_dynamic_layer():
+    model = tiny("resnet18")
+    engine = SparseRecognizer.from_model(model, input_size=SIZE)  # measured on this machine
+    names = set(engine.dynamic_layers(SIZE))
+    assert len(names) == 16 and set(engine.cost_model.timings) == names
+    for timing in engine.cost_model.timings.values():
+        assert timing.dense_us > 0 and timing.threshold >= 0 and len(timing.sliced_us) == 4
+    with torch.no_grad():
+        clip = torch.randn(1, 2, 3, SIZE, SIZE)
+        assert_same(engine.frame_logits(clip), model.frame_logits(clip))
+
+
+@pytest.mark.parametrize(
+    ("method", "kwargs", "message"),
+    [
+        ("adafuse_tsm", {}, "bidirectional"),
+        ("cgnet", {}, "ChannelGatedConv2d"),
+        ("lstm", {}, "LSTM"),
+        ("random", {}, "RandomFusion"),
+    ],
+)
+def test_unsupported_models_are_refused_with_one_line(method, kwargs, message):
+    model = build_model(backbone="resnet18", method=method, num_classes=5, num_segments=3, **kwargs)
+    with pytest.raises(UserError, match=message) as info:
+        SparseRecognizer.from_model(model, input_size=SIZE, cost_model=CostModel.always_sparse())
+    assert "\n" not in str(info.value)
