@@ -9,6 +9,15 @@ from adafuse.models import build_model
 from test_sparse import SIZE, assert_same, tiny
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models gain nothing from threads, and on a busy machine OpenMP's spinning makes two threads 10x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.mark.parametrize(
     ("backbone", "method", "kwargs"),
     [("resnet18", "adafuse_tsn", {}), ("resnet50", "adafuse_tsm", {"causal_shift": True}), ("resnet18", "tsn", {})],

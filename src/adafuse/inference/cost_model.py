@@ -9,7 +9,8 @@ and keeps the break-even fraction ``(t_dense − a) / b``. The executor slices a
 frame's active fraction is below it, and runs it densely otherwise.
 
 Kernels are timed with cold caches (a buffer larger than L2 is rewritten before every call), as inside a network
-where each layer's weights were last touched a frame ago. Slicing a block's first conv has a deferred cost when
+where each layer's weights were last touched a frame ago; a sliced second conv is timed with the gather that
+assembles its input. Slicing a block's first conv has a deferred cost when
 its policy can REUSE: channels reused at t+1 but not kept at t are computed at t+1 from the cached input of t,
 a second pass over that input. That pass (timed as a sliced call on a small fraction) is charged to slicing.
 """
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from adafuse.inference.kernels import FoldedConv, to_channels_last
+from adafuse.inference.kernels import FoldedConv, gather_units, to_channels_last
 
 # Measurements are shared by all executors of a process: same shape + same thread count = same timings.
 _MEASURED: dict[tuple, LayerTiming] = {}
@@ -125,9 +126,8 @@ def _time_layer(
         units = torch.randperm(total, generator=generator)[:n].sort().values
         if layer.kind == "out":
             runs[f] = lambda units=units: conv.sliced_out(x, units, relu=True)
-        else:
-            xin = to_channels_last(torch.randn(1, n * conv.unit, h, w, generator=generator))
-            runs[f] = lambda units=units, xin=xin: conv.sliced_in(xin, units, relu=True)
+        else:  # the sliced input is gathered first, as the executor assembles it from the conv1 outputs
+            runs[f] = lambda units=units: conv.sliced_in(gather_units(x, units, conv.unit), units, relu=True)
     if layer.lazy:
         units = torch.randperm(total, generator=generator)[: max(1, total // 8)].sort().values
         runs["lazy"] = lambda: conv.sliced_out(x, units, relu=True)

@@ -17,6 +17,7 @@ the sparse executor's own count of what it ran (more than Eq. 5 where the cost m
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from collections.abc import Sequence
@@ -175,6 +176,7 @@ def measure_latency(
         "dense_engine": lambda x, a: dense_engine.step(x, states["dense_engine"]),
     }
     order = list(runs)
+    load_before = os.getloadavg()[0]
     with torch.inference_mode():
         for i in range(warmup + frames):
             if i == warmup:
@@ -213,6 +215,7 @@ def measure_latency(
         "time_over_mac": ms["sparse"] / ms["dense"] / mac_ratio,
         "shares": shares,
         "sliced_share": sparse.stats.sliced / max(sparse.stats.sliced + sparse.stats.dense, 1),
+        "load_average": (load_before + os.getloadavg()[0]) / 2,  # other processes on the machine, 1-minute mean
     }
 
 

@@ -253,12 +253,12 @@ class _Block:
             return self._conv2(sources[0][0], identity, units=None)  # every unit, in order: all kept
         # One gather from all sources and a zero unit puts every channel in place (skipped channels read zero).
         zero = xs.new_zeros(1, *self.conv1.output_size(*xs.shape[2:]), self.unit).permute(0, 3, 1, 2)  # NHWC
-        tensors, index, base = [], np.full(self.units, 0), 0
+        tensors = [t for t, _, _ in sources]
+        index = np.full(self.units, sum(t.shape[1] for t in tensors) // self.unit)  # default: the zero unit
+        base = 0
         for t, units, at in sources:
-            tensors.append(t)
             index[units] = base + (np.arange(units.size) if at is None else at)
             base += t.shape[1] // self.unit
-        index[np.setdiff1d(self.arange, np.concatenate([u for _, u, _ in sources]) if sources else _NONE)] = base
         x2 = gather_units(torch.cat([*tensors, zero], dim=1), torch.from_numpy(index), self.unit)
         return self._conv2(x2, identity, units=None)
 
