@@ -47,6 +47,7 @@ TEMPORAL_CLASSES = (
 )
 STATIC_CLASSES = ("disc", "ring", "square", "triangle", "cross", "star", "crescent", "hourglass")
 _TURNING_SHAPES = ("l_shape", "arrow", "wedge")  # no rotational symmetry, so a turn has a visible direction
+_MAX_RADIUS = 21  # px at 80 px frames
 
 TEMPLATE = "{:05d}.jpg"
 _OUTPUTS = ("frames", "train.txt", "val.txt", "classes.txt", "dataset.yaml")
@@ -91,9 +92,9 @@ class _Scene:
         k = size / 80
         level = rng.uniform(0.2, 0.8)
         c1 = np.clip(level + rng.uniform(-0.15, 0.15, 3), 0, 1)
-        c2 = np.clip(c1 + rng.uniform(-0.35, 0.35, 3), 0, 1)
+        c2 = np.clip(c1 + rng.uniform(-0.12, 0.12, 3), 0, 1)
         self.background = (c1 + (c2 - c1) * smooth_noise(rng, size, size)).astype(np.float32)
-        for _ in range(rng.integers(2, 5)):
+        for _ in range(rng.integers(1, 3)):
             radius = rng.uniform(2.5, 4.5) * k
             canvas = math.ceil(2.4 * radius) + 2
             mask = shape_mask(
@@ -104,9 +105,9 @@ class _Scene:
             paste(self.background, color, mask, left, top)
         # The object contrasts with the background in lightness, so its outline is always visible.
         sign = 1.0 if level < 0.5 else -1.0
-        c3 = np.clip(level + sign * rng.uniform(0.3, 0.45) + rng.uniform(-0.12, 0.12, 3), 0, 1)
-        c4 = np.clip(c3 + rng.uniform(-0.25, 0.25, 3), 0, 1)
-        self.canvas = math.ceil(2.4 * 19 * k) + 4  # fits the largest object (radius 18 px at 80 px)
+        c3 = np.clip(level + sign * rng.uniform(0.45, 0.55) + rng.uniform(-0.05, 0.05, 3), 0, 1)
+        c4 = np.clip(c3 + rng.uniform(-0.06, 0.06, 3), 0, 1)
+        self.canvas = math.ceil(2.6 * _MAX_RADIUS * k) + 4  # fits the largest object (L corners: 1.28 radii)
         self.texture = (c3 + (c4 - c3) * smooth_noise(rng, self.canvas, self.canvas, cells=(2, 4))).astype(np.float32)
 
     def render(
@@ -119,7 +120,7 @@ class _Scene:
             dx, dy = x - self.canvas / 2 - left, y - self.canvas / 2 - top
             mask = shape_mask(shape, canvas=self.canvas, radius=radius, angle=angle, dx=dx, dy=dy)
             paste(frame, self.texture, alpha * mask, left, top)
-        frame += rng.normal(0.0, 0.03, frame.shape).astype(np.float32) + rng.uniform(-0.03, 0.03)
+        frame += rng.normal(0.0, 0.01, frame.shape).astype(np.float32) + rng.uniform(-0.02, 0.02)
         return (np.clip(frame, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
@@ -131,26 +132,26 @@ def _temporal_track(rng: np.random.Generator, pair: int, size: int, frames: int,
     shape = str(rng.choice(_TURNING_SHAPES))
     angle = rng.uniform(0, 2 * math.pi)
     t = np.arange(frames, dtype=np.float64)
-    radius = np.full(frames, rng.uniform(8, 11) * k)
+    radius = np.full(frames, rng.uniform(11, 14) * k)
     alpha = np.ones(frames)
     angles = np.full(frames, angle)
     # Shapes reach 1.3 radii from their centre (the L's corners): keep them inside the frame.
-    margin = 1.3 * (18 * k if pair == 1 else radius[0]) + 2
+    margin = 1.3 * (_MAX_RADIUS * k if pair == 1 else radius[0]) + 2
     x = np.full(frames, rng.uniform(margin, size - margin))
     y = np.full(frames, rng.uniform(margin, size - margin))
-    if pair == 0:  # moving left, 1.5-2.5 px per frame
-        speed = min(rng.uniform(1.5, 2.5) * k, (size - 2 * margin) / (frames - 1))
-        start = rng.uniform(margin + speed * (frames - 1), size - margin)
-        x = start - speed * t
-    elif pair == 1:  # growing geometrically from ~6.5 to ~16.5 px radius
-        r0, r1 = rng.uniform(6, 7.5) * k, rng.uniform(15, 18) * k
+    if pair == 0:  # moving left, 2.5-3.5 px per frame
+        room = size - 2 * margin
+        speed = min(rng.uniform(2.5, 3.5) * k, room / (frames - 1))
+        x = margin + speed * (frames - 1 - t) + rng.uniform(0, max(room - speed * (frames - 1), 0.0))
+    elif pair == 1:  # growing geometrically from ~6.5 to ~19.5 px radius, ~8 % per frame
+        r0, r1 = rng.uniform(6, 7) * k, rng.uniform(18, _MAX_RADIUS) * k
         radius = r0 * (r1 / r0) ** (t / (frames - 1))
-    elif pair == 2:  # appearing: a fade-in over 3-6 frames somewhere in the middle
-        length = int(rng.integers(min(3, frames - 2), min(6, frames - 2) + 1))
+    elif pair == 2:  # appearing: a fade-in over 4-8 frames somewhere in the middle
+        length = int(rng.integers(min(4, frames - 2), min(8, frames - 2) + 1))
         start = int(rng.integers(1, frames - length))
         alpha = np.clip((t - start) / length, 0, 1)
-    else:  # rotating clockwise on screen, 10-16 degrees per frame
-        angles = angle + np.radians(rng.uniform(10, 16)) * t
+    else:  # rotating clockwise on screen, 15-25 degrees per frame
+        angles = angle + np.radians(rng.uniform(15, 25)) * t
     return [(shape, x[i], y[i], radius[i], angles[i], alpha[i]) for i in range(frames)]
 
 
