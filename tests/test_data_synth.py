@@ -60,7 +60,9 @@ def test_forward_trajectories_go_the_way_their_names_say():
         appearing = _temporal_track(rng, 2, 80, 16, 1.0)
         assert appearing[0][5] == 0 and appearing[-1][5] == 1
         turning = _temporal_track(rng, 3, 80, 16, 1.0)
-        assert all(math.radians(14) < b[4] - a[4] < math.radians(26) for a, b in zip(turning, turning[1:], strict=False))
+        assert all(
+            math.radians(14) < b[4] - a[4] < math.radians(26) for a, b in zip(turning, turning[1:], strict=False)
+        )
     # A positive angle turns clockwise on screen (y points down): an arrow pointing right then points down.
     # The head is wide (half-width 0.5 r at 0.37 r along the axis), the shaft narrow (0.25 r).
     arrow = shape_mask("arrow", canvas=40, radius=15, angle=0.0)
