@@ -51,6 +51,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "cg_threshold_weight": 1.0e-4,  # CGNet's threshold loss
     },
     "optim": {
+        "optimizer": "sgd",  # or "adamw" (handy from scratch)
+        "schedule": "step",  # ×lr_gamma at lr_steps (epochs); or "cosine" (per step, to zero)
         "epochs": 50,
         "lr": 0.02,
         "lr_steps": [20, 40],
@@ -97,6 +99,8 @@ _TYPES: dict[str, tuple[type, ...]] = {
 
 _CHOICES: dict[str, tuple[Any, ...]] = {
     "loss.cost": ("normalized", "absolute"),
+    "optim.optimizer": ("sgd", "adamw"),
+    "optim.schedule": ("step", "cosine"),
     "loss.cost_mode": ("real", "upb"),
     "data.on_error": ("raise", "skip"),
     "data.normalization": ("imagenet", "bgr255", None),

@@ -120,7 +120,14 @@ class RecognitionModule(L.LightningModule):
         groups = optimizer_groups(self.model, weight_decay=cfg["weight_decay"], policy_lr_scale=cfg["policy_lr_scale"])
         for group in groups:
             group["lr"] = cfg["lr"] * group["lr_scale"]
-        optimizer = torch.optim.SGD(groups, lr=cfg["lr"], momentum=cfg["momentum"])
+        if cfg["optimizer"] == "adamw":
+            optimizer = torch.optim.AdamW(groups, lr=cfg["lr"])
+        else:
+            optimizer = torch.optim.SGD(groups, lr=cfg["lr"], momentum=cfg["momentum"])
+        if cfg["schedule"] == "cosine":
+            steps = max(1, int(self.trainer.estimated_stepping_batches))
+            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
         scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=cfg["lr_steps"], gamma=cfg["lr_gamma"])
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
 
