@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 from pathlib import Path
@@ -18,6 +19,14 @@ from pathlib import Path
 import torch
 
 from adafuse.inference.latency import markdown_table, measure_latency
+
+
+def _cpu_name() -> str:
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        return next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
 
 
 def main() -> None:
@@ -30,6 +39,7 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--input-size", type=int, default=224)
     p.add_argument("--policy-hidden", type=int, default=64)
+    p.add_argument("--policy-groups", type=int, default=1)
     p.add_argument("--out", type=Path, default=Path("runs/latency"))
     args = p.parse_args()
 
@@ -41,13 +51,14 @@ def main() -> None:
                     measure_latency(
                         backbone=backbone or "", threads=threads, policy=policy, checkpoint=args.checkpoint,
                         frames=args.frames, warmup=args.warmup, input_size=args.input_size,
-                        policy_hidden=args.policy_hidden,
+                        policy_hidden=args.policy_hidden, policy_groups=args.policy_groups,
                     )
                 )  # fmt: skip
                 print(markdown_table(rows[-1:]).splitlines()[-1], flush=True)
-    cpu = platform.processor() or platform.machine()
-    machine = f"{cpu}, {torch.get_num_threads()} threads available, torch {torch.__version__}, {platform.platform()}"
+    machine = f"{_cpu_name()}, {os.cpu_count()} CPUs, torch {torch.__version__}, {platform.platform()}"
     command = " ".join(["python benchmarks/latency.py", *sys.argv[1:]])
+    load = sum(r["load_average"] for r in rows) / len(rows)
+    machine += f"; load average during the runs {load:.1f}"
     table = markdown_table(rows)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "latency.json").write_text(

@@ -199,3 +199,11 @@ def test_unsupported_models_are_refused_with_one_line(method, kwargs, message):
     with pytest.raises(UserError, match=message) as info:
         SparseRecognizer.from_model(model, input_size=SIZE, cost_model=CostModel.always_sparse())
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("backbone", ["efficientnet_b0", "bninception"])
+def test_other_backbones_are_refused(backbone):
+    with torch.device("meta"):  # only the structure matters
+        model = build_model(backbone=backbone, method="adafuse_tsn", num_classes=5, num_segments=3, policy_hidden=8)
+    with pytest.raises(UserError, match="resnet\\* backbones only"):
+        SparseRecognizer.from_model(model, cost_model=CostModel.always_sparse())

@@ -120,6 +120,7 @@ def measure_latency(
     warmup: int = 5,
     input_size: int = 224,
     policy_hidden: int = 64,
+    policy_groups: int = 1,
     num_classes: int = 174,
     seed: int = 0,
 ) -> dict[str, Any]:
@@ -132,7 +133,8 @@ def measure_latency(
         checkpoint: a trained AdaFuse checkpoint (required by ``policy="trained"``): its weights are timed.
         frames / warmup: timed frames and untimed frames before them.
         input_size: frame side.
-        policy_hidden: policy hidden size of the random-weight AdaFuse model (without ``checkpoint``).
+        policy_hidden / policy_groups: policy hidden size and channels per decision of the random-weight AdaFuse
+            model (without ``checkpoint``); groups make every gather move contiguous blocks.
         num_classes: classifier size of the random-weight models.
     """
     torch.set_num_threads(threads)
@@ -149,7 +151,7 @@ def measure_latency(
     else:
         ada = build_model(
             backbone=backbone, method="adafuse_tsn", num_classes=num_classes, num_segments=1,
-            policy_hidden=policy_hidden,
+            policy_hidden=policy_hidden, policy_groups=policy_groups,
         ).eval()  # fmt: skip
     if not ada.fusions():
         raise UserError(f"{ada.method} has no fusion policy to time; give an AdaFuse checkpoint")
@@ -203,6 +205,7 @@ def measure_latency(
         "input_size": input_size,
         "frames": frames,
         "policy_hidden": _policy_hidden(ada),
+        "policy_groups": next(iter(ada.fusions().values())).groups,
         "dense_ms": ms["dense"],
         "masked_ms": ms["masked"],
         "sparse_ms": ms["sparse"],

@@ -8,9 +8,9 @@ The policy of a block decides from the pooled block input, *before* the block's 
 
 Reused channels that t−1 did compute come from its cached conv1 output. Summed over a clip this computes exactly
 the conv1 channels Eq. 5 charges (kept at t, or reused at t+1: the same channels, some of them one frame later,
-which is what a causal engine must do) and the conv2 inputs it charges. Two deviations, both documented in
-:meth:`SparseRecognizer.step`: REUSE on a stream's first frame copies the zero history, so it is executed as SKIP
-(Eq. 5 still charges its conv2 input); and a layer the cost model runs densely computes all its channels.
+which is what a causal engine must do) and the conv2 inputs it charges. Two deviations: REUSE on a stream's first
+frame copies the zero history, so it is executed as SKIP (Eq. 5 still charges its conv2 input); and a layer the
+cost model (:mod:`adafuse.inference.cost_model`) runs densely computes all its channels.
 
 Outputs equal those of the masked dense model (:class:`~adafuse.models.Recognizer` in eval mode) within float32
 rounding: BatchNorm is folded into the convolutions (and the policy's BatchNorm1d into its first FC), and the
@@ -42,7 +42,7 @@ class FoldedPolicy:
     """An :class:`~adafuse.layers.AdaptiveFusion`'s policy net with its BatchNorm1d folded into the first FC.
 
     ``(v_prev (B, C_in), v (B, C_in)) -> actions (B, G)``: deterministic arg-max, as int ids of
-    :class:`~adafuse.layers.Action` (KEEP / REUSE / SKIP), one per decision group of ``unit`` channels.
+    :class:`~adafuse.layers.Action` (KEEP / REUSE / SKIP), one per decision (a group of ``groups`` channels).
     """
 
     def __init__(self, fusion: AdaptiveFusion) -> None:
@@ -56,7 +56,7 @@ class FoldedPolicy:
         self.b0 = (net.fc0.bias.detach() * scale + shift).float().cpu()
         self.w1, self.b1 = net.fc1.weight.detach().float().cpu(), net.fc1.bias.detach().float().cpu()
         self.history = fusion.history
-        self.decisions, self.unit = fusion.decisions, fusion.groups
+        self.decisions = fusion.decisions
         self.action_ids = np.array([int(a) for a in fusion.actions], dtype=np.int64)
         self.macs_per_frame = self.w0.numel() + self.w1.numel()
         self.executed_macs = 0
