@@ -128,7 +128,8 @@ def measure_latency(
 
     Args:
         backbone: a ResNet (ignored with ``checkpoint``).
-        threads: ``torch.set_num_threads`` for the whole measurement (the cost model is measured at it too).
+        threads: ``torch.set_num_threads`` during the measurement (the cost model is measured at it too); the
+            previous thread count is restored afterwards, and flushing of denormals is switched off again.
         policy: forced shares (:func:`parse_policy`), or ``"trained"`` for the checkpoint's own policy.
         checkpoint: a trained AdaFuse checkpoint (required by ``policy="trained"``): its weights are timed.
         frames / warmup: timed frames and untimed frames before them.
@@ -137,8 +138,34 @@ def measure_latency(
             model (without ``checkpoint``); groups make every gather move contiguous blocks.
         num_classes: classifier size of the random-weight models.
     """
+    previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     torch.set_flush_denormal(True)  # random-weight activations can underflow; denormals would slow every path alike
+    try:
+        return _measure(
+            backbone=backbone, threads=threads, policy=policy, checkpoint=checkpoint, frames=frames, warmup=warmup,
+            input_size=input_size, policy_hidden=policy_hidden, policy_groups=policy_groups, num_classes=num_classes,
+            seed=seed,
+        )  # fmt: skip
+    finally:
+        torch.set_flush_denormal(False)
+        torch.set_num_threads(previous_threads)
+
+
+def _measure(
+    *,
+    backbone: str,
+    threads: int,
+    policy: str,
+    checkpoint: str | Path | None,
+    frames: int,
+    warmup: int,
+    input_size: int,
+    policy_hidden: int,
+    policy_groups: int,
+    num_classes: int,
+    seed: int,
+) -> dict[str, Any]:
     torch.manual_seed(seed)
     meta: dict[str, Any] = {"normalization": "imagenet"}
     if checkpoint is not None:
