@@ -48,6 +48,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "efficiency_weight": 0.1,  # λ of Eq. 6
         "cost": "normalized",  # adaptive / dense MACs; "absolute": GMACs per frame (the official scale)
         "cost_mode": "real",  # Eq. 5; "upb": skip savings only (the official upper bound)
+        "efficiency_after_epoch": 0,  # the cost term is on from this epoch (the official --eff_loss_after)
         "cg_threshold_weight": 1.0e-4,  # CGNet's threshold loss
     },
     "optim": {

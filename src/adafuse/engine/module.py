@@ -86,7 +86,8 @@ class RecognitionModule(L.LightningModule):
         ce = F.cross_entropy(logits, labels)
         macs = adaptive_macs(self.model, self.table, batch_size=clips.shape[0], mode=self.loss_cfg["cost_mode"])
         loss = ce
-        weight = self.loss_cfg["efficiency_weight"]
+        cfg = self.loss_cfg
+        weight = cfg["efficiency_weight"] if self.current_epoch >= cfg["efficiency_after_epoch"] else 0.0
         if weight and (self.model.fusions() or self.gated):
             loss = loss + weight * efficiency_cost(macs, self.table, kind=self.loss_cfg["cost"])
         if self.gated:
