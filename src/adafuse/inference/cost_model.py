@@ -10,9 +10,9 @@ frame's active fraction is below it, and runs it densely otherwise.
 
 Kernels are timed with cold caches (a buffer larger than L2 is rewritten before every call), as inside a network
 where each layer's weights were last touched a frame ago; a sliced second conv is timed with the gather that
-assembles its input. Slicing a block's first conv has a deferred cost when
-its policy can REUSE: channels reused at t+1 but not kept at t are computed at t+1 from the cached input of t,
-a second pass over that input. That pass (timed as a sliced call on a small fraction) is charged to slicing.
+assembles its input. Slicing a block's first conv has a deferred cost when its policy can REUSE: channels reused
+at t+1 but not kept at t are computed at t+1 from the cached input of t, a second pass over that input. That pass
+(timed as a sliced call on an eighth of the channels) is charged to slicing.
 """
 
 from __future__ import annotations
