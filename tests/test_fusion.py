@@ -47,7 +47,7 @@ def test_reuse_at_first_frame_reads_zeros_and_does_not_chain():
         assert torch.equal(out[t], y.view(4, 2, 2)[t - 1])
 
 
-@pytest.mark.parametrize("backbone", ["resnet18", "resnet50"])
+@pytest.mark.parametrize("backbone", ["resnet18", "resnet50", "resnet10_mini"])
 def test_all_keep_adafuse_equals_tsn_exactly(backbone):
     tsn = build_model(backbone=backbone, method="tsn", num_classes=5, num_segments=3).eval()
     ada = build_model(backbone=backbone, method="adafuse_tsn", num_classes=5, num_segments=3, policy_hidden=8).eval()

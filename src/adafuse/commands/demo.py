@@ -96,8 +96,8 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary))
         return 0
-    print(f"\nSynthetic temporal benchmark, {len(dataset)} validation videos, ResNet-18 at {meta['input_size']} px, "
-          f"T={model.num_segments} (chance 12.5%)")
+    print(f"\nSynthetic temporal benchmark, {len(dataset)} validation videos, {results[0]['backbone']} at "
+          f"{meta['input_size']} px, T={model.num_segments} (chance 12.5%)")
     print(f"| {'method':<12} | {'top-1 %':>7} | {'top-5 %':>7} | {'GFLOPs':>7} | {'params':>11} | keep/reuse/skip |")
     print(f"|{'-' * 14}|{'-' * 9}|{'-' * 9}|{'-' * 9}|{'-' * 13}|{'-' * 17}|")
     for r in results:

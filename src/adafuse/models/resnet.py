@@ -109,6 +109,7 @@ class ResNet(nn.Module):
     Args:
         block: :class:`BasicBlock` or :class:`Bottleneck`.
         layers: blocks per stage, e.g. (3, 4, 6, 3).
+        widths: planes per stage (torchvision: 64, 128, 256, 512); the stem has ``widths[0]`` channels.
         shift_layer, fusion_layer, conv_layer: slot factories, called per block with its stage index 0..3.
     """
 
@@ -119,17 +120,18 @@ class ResNet(nn.Module):
         *,
         block: type[BasicBlock] | type[Bottleneck],
         layers: tuple[int, int, int, int],
+        widths: tuple[int, int, int, int] = (64, 128, 256, 512),
         shift_layer: ShiftFactory = no_shift,
         fusion_layer: FusionFactory = no_fusion,
         conv_layer: ConvFactory = nn.Conv2d,
     ) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
+        self.conv1 = nn.Conv2d(3, widths[0], 7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(widths[0])
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
-        inplanes = 64
-        for stage, (planes, count) in enumerate(zip((64, 128, 256, 512), layers, strict=True)):
+        inplanes = widths[0]
+        for stage, (planes, count) in enumerate(zip(widths, layers, strict=True)):
             blocks = []
             for i in range(count):
                 stride = 2 if stage > 0 and i == 0 else 1
@@ -183,6 +185,12 @@ def resnet18(**slots) -> ResNet:
     return ResNet(block=BasicBlock, layers=(2, 2, 2, 2), **slots)
 
 
+def resnet10_mini(**slots) -> ResNet:
+    """A quarter-width ResNet-10 trunk (128 features, 0.3 M parameters) for CPU demos and tests; not in the
+    paper. Same blocks and slots as ResNet-18, one block per stage."""
+    return ResNet(block=BasicBlock, layers=(1, 1, 1, 1), widths=(16, 32, 64, 128), **slots)
+
+
 def resnet34(**slots) -> ResNet:
     """ResNet-34 trunk (512 features)."""
     return ResNet(block=BasicBlock, layers=(3, 4, 6, 3), **slots)
@@ -198,12 +206,12 @@ def resnet101(**slots) -> ResNet:
     return ResNet(block=Bottleneck, layers=(3, 4, 23, 3), **slots)
 
 
-for _name, _builder in ((f.__name__, f) for f in (resnet18, resnet34, resnet50, resnet101)):
+for _name, _builder in ((f.__name__, f) for f in (resnet18, resnet34, resnet50, resnet101, resnet10_mini)):
     register_backbone(
         BackboneSpec(
             name=_name,
             builder=_builder,
-            torchvision_weights=f"ResNet{_name[6:]}_Weights",
+            torchvision_weights=None if _name == "resnet10_mini" else f"ResNet{_name[6:]}_Weights",
             classifier_prefixes=("fc.",),
             supports_channel_gating=True,
         )
