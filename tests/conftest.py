@@ -28,4 +28,33 @@ def force_policy(model: torch.nn.Module, action: int) -> None:
                 fc1.bias.copy_(bias.flatten())
 
 
-__all__ = ["KEEP", "REUSE", "SKIP", "force_policy", "tiny_clip"]
+@pytest.fixture
+def one_thread():
+    """Tiny models gain nothing from threads, and on a busy machine OpenMP's spinning makes two threads 10x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def assert_all_keep_equals_reference(dense: torch.nn.Module, ada: torch.nn.Module, *, size: int) -> None:
+    """An AdaFuse model loaded with ``dense``'s weights equals it exactly with all-keep policies, costs the
+    dense MACs then, and less with all-skip policies (2 videos × 3 frames × ``size`` px, 5 classes)."""
+    from adafuse.flops import adaptive_macs, profile
+
+    dense.eval()
+    ada.eval()
+    assert ada.load_state_dict(dense.state_dict(), strict=False).missing_keys
+    table = profile(ada, num_segments=3, input_size=size)  # before the forward passes: it clears their masks
+    x = tiny_clip(size=size)
+    out = dense(x)
+    assert out.shape == (2, 5)
+    force_policy(ada, KEEP)
+    assert torch.equal(ada(x), out)
+    assert adaptive_macs(ada, table, batch_size=2).tolist() == [table.dense_macs] * 2
+    force_policy(ada, SKIP)
+    ada(x)
+    assert (adaptive_macs(ada, table, batch_size=2) < table.dense_macs).all()
+
+
+__all__ = ["KEEP", "REUSE", "SKIP", "assert_all_keep_equals_reference", "force_policy", "one_thread", "tiny_clip"]

@@ -5,10 +5,10 @@ import torch
 from torch import nn
 
 from adafuse.errors import UserError
-from adafuse.flops import adaptive_macs, count_params, profile
-from adafuse.layers import KEEP, SKIP, AdaptiveFusion, TemporalShift
+from adafuse.flops import count_params, profile
+from adafuse.layers import AdaptiveFusion, TemporalShift
 from adafuse.models import build_model, get_backbone, load_pretrained
-from conftest import force_policy, tiny_clip
+from conftest import assert_all_keep_equals_reference
 
 # (C_in, C) of the 10 policies, reference §1.6
 MODULE_CHANNELS = [
@@ -156,16 +156,4 @@ def test_slots_per_method():
 
 @pytest.mark.parametrize(("method", "reference"), [("adafuse_tsn", "tsn"), ("adafuse_tsm_last", "tsm")])
 def test_forward_shapes_and_all_keep_equals_dense(method, reference):
-    dense = tiny(reference).eval()
-    ada = tiny(method).eval()
-    assert ada.load_state_dict(dense.state_dict(), strict=False).missing_keys
-    table = profile(ada, num_segments=3, input_size=64)  # before the forward passes: it clears their masks
-    x = tiny_clip(size=64)
-    out = dense(x)
-    assert out.shape == (2, 5)
-    force_policy(ada, KEEP)
-    assert torch.equal(ada(x), out)
-    assert adaptive_macs(ada, table, batch_size=2).tolist() == [table.dense_macs] * 2
-    force_policy(ada, SKIP)
-    ada(x)
-    assert (adaptive_macs(ada, table, batch_size=2) < table.dense_macs).all()
+    assert_all_keep_equals_reference(tiny(reference), tiny(method), size=64)

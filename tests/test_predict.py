@@ -16,13 +16,7 @@ from adafuse.models import build_model
 CLASSES = ["push", "pull", "wave"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from threads, and on a busy machine OpenMP's spinning makes two threads 10x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def write_video(path, frames: int = 6, width: int = 56, height: int = 40) -> np.ndarray:

@@ -8,14 +8,7 @@ from adafuse.inference import CostModel, SparseRecognizer, StreamingRecognizer
 from adafuse.models import build_model
 from test_sparse import SIZE, assert_same, tiny
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from threads, and on a busy machine OpenMP's spinning makes two threads 10x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize(
