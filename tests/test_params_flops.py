@@ -85,3 +85,25 @@ def test_lstm_macs():
     tsn = profile(meta_model(backbone="resnet50", method="tsn"), num_segments=8).dense_macs
     lstm = profile(meta_model(backbone="resnet50", method="lstm"), num_segments=8).dense_macs
     assert lstm - tsn == 8 * (4 * (2048 * 512 + 512 * 512) + 512 * 174 - 2048 * 174)
+
+
+def test_flops_command_json_and_errors(capsys):
+    import json
+
+    from adafuse.cli import main
+
+    argv = ["flops", "--backbone", "resnet50", "--method", "adafuse_tsn", "--num-classes", "174",
+            "--policy-quota", "196608", "--shared-policy", "--json"]
+    assert main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["params"] == 37_686_638 and result["policy_params"] == 13_822_080
+    assert result["gflops"] == pytest.approx(32.70 + 0.25, abs=0.01)  # trunk + head, plus the shared policy nets
+    assert main(["flops", "--backbone", "efficientnet_b3", "--method", "tsn", "--num-classes", "1000", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["input_size"] == 300  # the backbone's native resolution
+    for bad, message in ((["--backbone", "resnet5"], "unknown backbone 'resnet5'"),
+                         (["--num-classes", "0"], "num_classes must be a positive integer, got 0")):
+        args = {"--backbone": "resnet18", "--method": "tsn", "--num-classes": "10"}
+        args.update(dict(zip(bad[::2], bad[1::2], strict=True)))
+        assert main(["flops", *[x for kv in args.items() for x in kv]]) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and "\n" not in err
