@@ -66,8 +66,8 @@ class RecognitionModule(L.LightningModule):
         self.meta = meta
         self.val_metrics = RecognitionMetrics(list(model.fusions()))
         self.gated = [m for m in model.modules() if isinstance(m, ChannelGatedConv2d)]
-        self.frozen_bn = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-        self.frozen_bn = self.frozen_bn if self.optim_cfg["freeze_bn"] else []
+        batchnorms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        self.frozen_bn = batchnorms if self.optim_cfg["freeze_bn"] else []
         for bn in self.frozen_bn:
             bn.requires_grad_(False)
 
