@@ -1,0 +1,28 @@
+"""The study script runs end to end in its smoke-test mode and resumes from its kept results."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).parent.parent / "benchmarks" / "study.py"
+
+
+@pytest.mark.slow
+def test_study_quick_runs_and_resumes(tmp_path):
+    command = [sys.executable, str(SCRIPT), "--out", str(tmp_path), "--quick"]
+    first = subprocess.run(command, capture_output=True, text=True, check=True)
+    rows = json.loads(first.stdout)["rows"]
+    assert {(r["kind"], r["method"]) for r in rows} == {
+        (k, m) for k in ("temporal", "static") for m in ("tsn", "random", "adafuse_tsn")
+    }
+    assert all(r["gflops"] < 0.051 for r in rows if r["method"] != "tsn")  # fusion policies save MACs
+    kept = {p: p.stat().st_mtime_ns for p in (tmp_path / "results").glob("*.json")}
+    assert len(kept) == 6 and (tmp_path / "tradeoff_temporal.png").is_file()
+    (next(iter(kept))).unlink()  # as if the study had been interrupted before its last run
+    again = subprocess.run(command, capture_output=True, text=True, check=True)
+    assert json.loads(again.stdout)["rows"] == rows  # the missing run is redone identically (seeded)
+    rewritten = [p for p, mtime in kept.items() if p.stat().st_mtime_ns != mtime]
+    assert rewritten == [next(iter(kept))]  # and only that one: finished runs are kept
