@@ -142,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
                              labels=[r["kind"] for r in pies])
     summary = {"rows": rows, "results": results, "seconds": time.perf_counter() - start}
     (args.out / "study.json").write_text(json.dumps(summary, indent=1))
+    (args.out / "study.md").write_text(markdown(rows) + "\n")
     print(json.dumps({"rows": rows, "seconds": summary["seconds"]}))
     print(markdown(rows), file=sys.stderr)
     return 0
