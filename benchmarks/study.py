@@ -42,14 +42,10 @@ def plan(seeds: list[int]) -> list[dict]:
 
 def run_one(run: dict, *, out: Path, epochs: int | None, quiet: bool) -> dict:
     """Train and evaluate one run; returns its result (also written to ``out/results``)."""
-    from adafuse.checkpoint import load_model
     from adafuse.commands.train import resolve_config
-    from adafuse.data.dataset import build_dataset
-    from adafuse.data.loader import build_loader
     from adafuse.engine.config import load_config
-    from adafuse.engine.evaluate import evaluate
+    from adafuse.engine.evaluate import evaluate_checkpoint
     from adafuse.engine.train import fit
-    from adafuse.flops import profile
 
     data = out / "data" / run["kind"] / "dataset.yaml"
     run_dir = out / "runs" / run["name"]
@@ -61,12 +57,7 @@ def run_one(run: dict, *, out: Path, epochs: int | None, quiet: bool) -> dict:
     config = load_config(resolve_config("demo"), overrides)
     resume = (run_dir / "checkpoints" / "last.ckpt").is_file()
     trained = fit(config, resume=resume)
-    model, meta = load_model(trained["last"])
-    dataset = build_dataset(spec=data, split="val", num_segments=model.num_segments, input_size=meta["input_size"],
-                            normalization=meta["normalization"])
-    table = profile(model, num_segments=model.num_segments, input_size=meta["input_size"])
-    result = evaluate(model, build_loader(dataset, batch_size=32, shuffle=False, num_workers=2), table=table,
-                      progress=not quiet)
+    result = evaluate_checkpoint(trained["last"], batch_size=32, progress=not quiet)
     result.update({k: run[k] for k in ("name", "kind", "method", "seed", "overrides")})
     result["lambda"] = config["loss"]["efficiency_weight"]
     result["policy_hidden"] = config["model"]["policy_hidden"]

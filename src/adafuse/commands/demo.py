@@ -38,16 +38,12 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from adafuse import viz
-    from adafuse.checkpoint import load_model
     from adafuse.commands.train import resolve_config
-    from adafuse.data.dataset import build_dataset
-    from adafuse.data.loader import build_loader
     from adafuse.data.synthetic import generate_synthetic
     from adafuse.engine.config import load_config
-    from adafuse.engine.evaluate import evaluate
+    from adafuse.engine.evaluate import evaluate_checkpoint
     from adafuse.engine.train import fit
     from adafuse.errors import UserError
-    from adafuse.flops import profile
 
     if args.epochs is not None and args.epochs < 1:
         raise UserError(f"--epochs must be >= 1, got {args.epochs}")
@@ -71,13 +67,7 @@ def run(args: argparse.Namespace) -> int:
             overrides.append(f"optim.epochs={args.epochs}")
         config = load_config(resolve_config("demo"), overrides)
         trained = fit(config)
-        model, meta = load_model(trained["last"])
-        dataset = build_dataset(spec=data / "dataset.yaml", split="val", num_segments=model.num_segments,
-                                input_size=meta["input_size"], normalization=meta["normalization"])
-        loader = build_loader(dataset, batch_size=16, shuffle=False, num_workers=2)
-        table = profile(model, num_segments=model.num_segments, input_size=meta["input_size"])
-        result = evaluate(model, loader, table=table, progress=not args.json)
-        result.update(method=method, backbone=config["model"]["backbone"], checkpoint=trained["last"])
+        result = evaluate_checkpoint(trained["last"], batch_size=16, progress=not args.json)
         (out / f"{method}.json").write_text(json.dumps(result, indent=1))
         results.append(result)
     say("[3/3] plots")
@@ -96,8 +86,8 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary))
         return 0
-    print(f"\nSynthetic temporal benchmark, {len(dataset)} validation videos, {results[0]['backbone']} at "
-          f"{meta['input_size']} px, T={model.num_segments} (chance 12.5%)")
+    print(f"\nSynthetic temporal benchmark, {results[0]['videos']} validation videos, {results[0]['backbone']} at "
+          f"{results[0]['input_size']} px, T={results[0]['num_segments']} (chance 12.5%)")
     print(f"| {'method':<12} | {'top-1 %':>7} | {'top-5 %':>7} | {'GFLOPs':>7} | {'params':>11} | keep/reuse/skip |")
     print(f"|{'-' * 14}|{'-' * 9}|{'-' * 9}|{'-' * 9}|{'-' * 13}|{'-' * 17}|")
     for r in results:

@@ -34,55 +34,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate and print."""
-    import torch
-
-    from adafuse.checkpoint import load_model
-    from adafuse.data.dataset import build_dataset
-    from adafuse.data.loader import build_loader
-    from adafuse.data.spec import load_dataset_yaml
-    from adafuse.engine.evaluate import evaluate
+    from adafuse.engine.evaluate import evaluate_checkpoint
     from adafuse.engine.report import markdown_report
     from adafuse.errors import UserError
-    from adafuse.flops import profile
 
     for name in ("num_segments", "input_size", "num_clips", "batch_size"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    overrides = {"num_segments": args.num_segments} if args.num_segments else {}
-    model, meta = load_model(args.checkpoint, **overrides)
-    build = model.build_args
-    data = args.data or meta.get("dataset")
-    if not data:
-        raise UserError(f"checkpoint {args.checkpoint} names no dataset; pass --data DATASET.yaml")
-    spec = load_dataset_yaml(data)
-    if spec.num_classes != build["num_classes"]:
-        raise UserError(
-            f"{data} has {spec.num_classes} classes but checkpoint {args.checkpoint} was trained for "
-            f"{build['num_classes']}"
-        )
-    size = args.input_size or meta["input_size"]
-    dataset = build_dataset(
-        spec=spec,
-        split=args.split,
-        num_segments=build["num_segments"],
-        input_size=size,
-        normalization=meta["normalization"],
-        train=False,
-        num_clips=args.num_clips,
-        num_crops=args.num_crops,
-    )
-    loader = build_loader(dataset, batch_size=args.batch_size, shuffle=False, num_workers=args.workers)
-    table = profile(model, num_segments=build["num_segments"], input_size=size)
-    if args.sample_policy:
-        torch.manual_seed(args.seed)
-        for fusion in model.fusions().values():
-            fusion.sample_at_eval = True
-    result = evaluate(
-        model, loader, table=table, views=args.num_clips * args.num_crops, device=args.device, progress=not args.json
-    )
-    result.update(
-        checkpoint=str(args.checkpoint), dataset=str(data), split=args.split, method=build["method"],
-        backbone=build["backbone"], num_segments=build["num_segments"], input_size=size,
+    result = evaluate_checkpoint(
+        args.checkpoint, data=args.data, split=args.split, num_segments=args.num_segments,
+        input_size=args.input_size, num_clips=args.num_clips, num_crops=args.num_crops, batch_size=args.batch_size,
+        workers=args.workers, device=args.device, sample_policy=args.sample_policy, seed=args.seed,
+        progress=not args.json,
     )
     if args.report:
         args.report.parent.mkdir(parents=True, exist_ok=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -57,4 +58,55 @@ def evaluate(
         views=views,
         policy_mode="sampled" if sampled else "deterministic",
     )
+    return result
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    *,
+    data: str | Path | None = None,
+    split: str = "val",
+    num_segments: int | None = None,
+    input_size: int | None = None,
+    num_clips: int = 1,
+    num_crops: int = 1,
+    batch_size: int = 8,
+    workers: int = 2,
+    device: str | torch.device = "cpu",
+    sample_policy: bool = False,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """:func:`evaluate` a checkpoint on a dataset split (default: the dataset it was trained on), with the
+    checkpoint's transforms; clips (N, T, 3, S, S) or (N, V, T, 3, S, S) for V = num_clips × num_crops views.
+    ``sample_policy`` draws Gumbel-sampled policies seeded by ``seed`` (the official protocol)."""
+    from adafuse.checkpoint import load_model
+    from adafuse.data.dataset import build_dataset
+    from adafuse.data.loader import build_loader
+    from adafuse.data.spec import load_dataset_yaml
+    from adafuse.errors import UserError
+    from adafuse.flops import profile
+
+    model, meta = load_model(checkpoint, **({"num_segments": num_segments} if num_segments else {}))
+    build = model.build_args
+    data = data or meta.get("dataset")
+    if not data:
+        raise UserError(f"checkpoint {checkpoint} names no dataset; pass --data DATASET.yaml")
+    spec = load_dataset_yaml(data)
+    if spec.num_classes != build["num_classes"]:
+        raise UserError(
+            f"{data} has {spec.num_classes} classes but checkpoint {checkpoint} was trained for {build['num_classes']}"
+        )
+    size = input_size or meta["input_size"]
+    dataset = build_dataset(spec=spec, split=split, num_segments=build["num_segments"], input_size=size,
+                            normalization=meta["normalization"], train=False, num_clips=num_clips, num_crops=num_crops)
+    loader = build_loader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
+    table = profile(model, num_segments=build["num_segments"], input_size=size)
+    if sample_policy:
+        torch.manual_seed(seed)
+        for fusion in model.fusions().values():
+            fusion.sample_at_eval = True
+    result = evaluate(model, loader, table=table, views=num_clips * num_crops, device=device, progress=progress)
+    result.update(checkpoint=str(checkpoint), dataset=str(data), split=split, method=build["method"],
+                  backbone=build["backbone"], num_segments=build["num_segments"], input_size=size)
     return result
