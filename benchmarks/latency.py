@@ -11,22 +11,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 from pathlib import Path
 
-import torch
-
+from _machine import describe_machine
 from adafuse.inference.latency import markdown_table, measure_latency
-
-
-def _cpu_name() -> str:
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-        return next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
 
 
 def main() -> None:
@@ -55,7 +44,7 @@ def main() -> None:
                     )
                 )  # fmt: skip
                 print(markdown_table(rows[-1:]).splitlines()[-1], flush=True)
-    machine = f"{_cpu_name()}, {os.cpu_count()} CPUs, torch {torch.__version__}, {platform.platform()}"
+    machine = describe_machine()
     command = " ".join(["python benchmarks/latency.py", *sys.argv[1:]])
     load = sum(r["load_average"] for r in rows) / len(rows)
     machine += f"; load average during the runs {load:.1f}"

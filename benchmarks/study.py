@@ -1,12 +1,14 @@
 """The paper's claims at small scale: every method on the synthetic temporal and static benchmarks.
 
-    python benchmarks/study.py --out runs/study [--seeds 0 1 2] [--epochs 15] [--quick]
+    python benchmarks/study.py --out runs/study [--seeds 0 1 2] [--epochs 15] [--threads 2] [--quick]
 
 Trains ``configs/demo.yaml`` (resnet10_mini, 64 px, T = 8) with every method of the paper, on both synthetic
 benchmarks, for several seeds; plus AdaFuse-TSN at several λ and policy hidden sizes (temporal benchmark). Each
 run is evaluated deterministically and its result kept in ``OUT/results/<run>.json``: re-running the script skips
 finished runs (resumable), so an interrupted study continues where it stopped. Prints one JSON object (every
-result) and a markdown table of means over seeds; writes ``OUT/study.json`` and Figure 2/3 analogues.
+result) and a markdown table of means over seeds; writes ``OUT/study.json``, ``OUT/study.md`` and Figure 2/3
+analogues. Results are bit-identical on re-runs with the same ``--threads`` (CPU kernels split reductions by thread
+count, so another count gives other, equally valid, numbers).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import time
 from pathlib import Path
 
 from tqdm import tqdm
+
+from _machine import describe_machine
 
 METHODS = ("tsn", "tsm", "lstm", "cgnet", "threshold", "random", "ada_skip", "ada_reuse", "adafuse_tsn",
            "adafuse_tsm", "adafuse_tsm_last")
@@ -55,12 +59,14 @@ def run_one(run: dict, *, out: Path, epochs: int | None, quiet: bool) -> dict:
     if epochs:
         overrides.append(f"optim.epochs={epochs}")
     config = load_config(resolve_config("demo"), overrides)
+    start = time.perf_counter()
     resume = (run_dir / "checkpoints" / "last.ckpt").is_file()
     trained = fit(config, resume=resume)
     result = evaluate_checkpoint(trained["last"], batch_size=32, progress=not quiet)
     result.update({k: run[k] for k in ("name", "kind", "method", "seed", "overrides")})
     result["lambda"] = config["loss"]["efficiency_weight"]
     result["policy_hidden"] = config["model"]["policy_hidden"]
+    result["seconds"] = time.perf_counter() - start  # training and evaluation (of this invocation, if resumed)
     return result
 
 
@@ -101,8 +107,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, help="override the demo's 15 epochs")
     parser.add_argument("--num-videos", type=int, default=480)
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (results depend on it)")
     parser.add_argument("--quick", action="store_true", help="smoke test: 1 epoch, 48 videos, one seed, 3 methods")
     args = parser.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
     from adafuse import viz
     from adafuse.data.synthetic import generate_synthetic
 
@@ -123,18 +133,21 @@ def main(argv: list[str] | None = None) -> int:
             path.write_text(json.dumps(run_one(run, out=args.out, epochs=args.epochs, quiet=True), indent=1))
         results.append(json.loads(path.read_text()))
     rows = summarize(results)
-    for kind in ("temporal", "static"):
-        plain = [r for r in rows if r["kind"] == kind and r["variant"] == "-"]
-        viz.plot_tradeoff([r | {"backbone": "resnet10_mini"} for r in plain], args.out / f"tradeoff_{kind}.png",
-                          labels=[r["method"] for r in plain], title=f"Synthetic {kind}")
+    for kind in ("temporal", "static"):  # every method, and on the temporal set AdaFuse-TSN at each λ
+        shown = [r for r in rows if r["kind"] == kind and (r["variant"] == "-" or "efficiency_weight" in r["variant"])]
+        labels = [r["method"] + (f" λ={r['variant'].split('=')[1]}" if r["variant"] != "-" else "") for r in shown]
+        viz.plot_tradeoff([r | {"backbone": "resnet10_mini"} for r in shown], args.out / f"tradeoff_{kind}.png",
+                          labels=labels, title=f"Synthetic {kind}")
     pies = [r for r in rows if r["method"] == "adafuse_tsn" and r["variant"] == "-"]
     if len(pies) == 2:
         viz.plot_policy_pies([{"policy": r} for r in pies], args.out / "policy_pies.png",
                              labels=[r["kind"] for r in pies])
-    summary = {"rows": rows, "results": results, "seconds": time.perf_counter() - start}
+    machine = f"{describe_machine()}; {args.threads} torch threads"
+    summary = {"rows": rows, "results": results, "seconds": time.perf_counter() - start,
+               "run_seconds": sum(r.get("seconds", 0.0) for r in results), "machine": machine}
     (args.out / "study.json").write_text(json.dumps(summary, indent=1))
     (args.out / "study.md").write_text(markdown(rows) + "\n")
-    print(json.dumps({"rows": rows, "seconds": summary["seconds"]}))
+    print(json.dumps({k: summary[k] for k in ("rows", "seconds", "run_seconds", "machine")}))
     print(markdown(rows), file=sys.stderr)
     return 0
 
