@@ -91,10 +91,11 @@ def summarize(results: list[dict]) -> list[dict]:
 
 def markdown(rows: list[dict]) -> str:
     """The summary as a markdown table."""
-    lines = ["| data | method | variant | seeds | top-1 % | top-5 % | GFLOPs | params | keep | reuse | skip |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| data | method | variant | seeds | top-1 % | top-5 % | GFLOPs | params | keep | reuse | skip "
+             "| reuse/keep |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        policy = " | ".join(f"{r[a]:.2f}" if a in r else "-" for a in ("keep", "reuse", "skip"))
+        policy = " | ".join(f"{r[a]:.2f}" if a in r else "-" for a in ("keep", "reuse", "skip", "reuse_per_keep"))
         lines.append(f"| {r['kind']} | {r['method']} | {r['variant']} | {r['seeds']} | {r['top1']:.1f} ± "
                      f"{r['top1_sd']:.1f} | {r['top5']:.1f} | {r['gflops']:.4f} | {r['params']:,} | {policy} |")
     return "\n".join(lines)
@@ -142,6 +143,10 @@ def main(argv: list[str] | None = None) -> int:
     if len(pies) == 2:
         viz.plot_policy_pies([{"policy": r} for r in pies], args.out / "policy_pies.png",
                              labels=[r["kind"] for r in pies])
+    for r in results:  # Figure 4: AdaFuse-TSN's policy per block, first seed of each benchmark
+        if r["method"] == "adafuse_tsn" and not r["overrides"] and r["seed"] == min(args.seeds):
+            viz.plot_policy_blocks(r, args.out / f"policy_blocks_{r['kind']}.png",
+                                   title=f"AdaFuse-TSN policy per block, synthetic {r['kind']}, seed {r['seed']}")
     machine = f"{describe_machine()}; {args.threads} torch threads"
     summary = {"rows": rows, "results": results, "seconds": time.perf_counter() - start,
                "run_seconds": sum(r.get("seconds", 0.0) for r in results), "machine": machine}

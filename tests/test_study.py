@@ -21,6 +21,7 @@ def test_study_quick_runs_and_resumes(tmp_path):
     assert all(r["gflops"] < 0.051 for r in rows if r["method"] != "tsn")  # fusion policies save MACs
     kept = {p: p.stat().st_mtime_ns for p in (tmp_path / "results").glob("*.json")}
     assert len(kept) == 6 and (tmp_path / "tradeoff_temporal.png").is_file()
+    assert (tmp_path / "policy_blocks_static.png").is_file()
     (next(iter(kept))).unlink()  # as if the study had been interrupted before its last run
     again = subprocess.run(command, capture_output=True, text=True, check=True)
     assert json.loads(again.stdout)["rows"] == rows  # the missing run is redone identically (seeded)
