@@ -11,7 +11,7 @@ from adafuse.cli import main
 from adafuse.data.synthetic import generate_synthetic
 from adafuse.engine.config import load_config
 from adafuse.engine.module import RecognitionModule, optimizer_groups
-from adafuse.engine.train import fit
+from adafuse.engine.train import _precision, fit
 from adafuse.flops import adaptive_macs, profile
 from adafuse.models import build_model
 
@@ -183,3 +183,13 @@ def test_ddp_two_processes_match_single_process_on_the_global_batch(dataset, tmp
         assert torch.allclose(value, b[key], atol=1e-6, rtol=1e-4), key
         moved += not torch.equal(value, init.state_dict()[key.removeprefix("model.")])
     assert moved > 20  # the step changed the weights (same init from the seed)
+
+
+def test_auto_precision_follows_the_accelerator_not_the_machine(monkeypatch):
+    # On a GPU machine a CPU run must stay fp32: Lightning turns "16-mixed" on a CPU into bf16 (seen on the H200).
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert _precision("auto", "cpu") == "32-true"
+    assert _precision("auto", "auto") == _precision("auto", "gpu") == "16-mixed"
+    assert _precision("bf16-mixed", "cpu") == "bf16-mixed"  # an explicit choice is kept
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert _precision("auto", "auto") == "32-true"

@@ -6,7 +6,7 @@ import torch
 
 from adafuse.errors import UserError
 from adafuse.flops import fusion_saving, profile
-from adafuse.inference import CostModel, SparseRecognizer
+from adafuse.inference import CostModel, SparseRecognizer, kernels
 from adafuse.layers import KEEP, REUSE, SKIP, AdaptiveFusion
 from adafuse.models import build_model
 from conftest import force_policy
@@ -201,3 +201,26 @@ def test_other_backbones_are_refused(backbone):
         model = build_model(backbone=backbone, method="adafuse_tsn", num_classes=5, num_segments=3, policy_hidden=8)
     with pytest.raises(UserError, match="resnet\\* backbones only"):
         SparseRecognizer.from_model(model, cost_model=CostModel.always_sparse())
+
+
+@pytest.mark.skipif(not kernels._MKLDNN, reason="this torch has no fused oneDNN convolution: F.conv2d is the default")
+def test_a_refused_fused_convolution_falls_back_to_conv2d(monkeypatch):
+    # oneDNN's fused op is private API: on torch 2.11 on the GPU test machine it raised "could not create a memory".
+    # A layer whose call is refused must warn once and give F.conv2d's result, with the residual and ReLU applied.
+    torch.manual_seed(0)
+    conv, bn = torch.nn.Conv2d(8, 8, 3, padding=1, bias=False), torch.nn.BatchNorm2d(8).eval()
+    x = torch.randn(2, 8, 5, 5).contiguous(memory_format=torch.channels_last)
+    residual = torch.randn(2, 8, 5, 5).contiguous(memory_format=torch.channels_last)
+    expected = (bn(conv(x)) + residual).relu()
+    folded = kernels.FoldedConv(conv, bn)
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("could not create a memory")
+
+    monkeypatch.setattr(kernels.torch.ops.mkldnn._convolution_pointwise, "binary", refuse, raising=False)
+    folded._fused = True  # as on a machine where the op exists
+    with pytest.warns(UserWarning, match="falls back to F.conv2d"):
+        out = folded.dense(x, relu=True, residual=residual)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    assert not folded._fused
+    torch.testing.assert_close(folded.dense(x, relu=True, residual=residual), expected, atol=1e-5, rtol=1e-5)

@@ -118,10 +118,13 @@ def _quiet_lightning() -> None:
         warnings.filterwarnings("ignore", message=message)
 
 
-def _precision(value: str | int) -> str | int:
+def _precision(value: str | int, accelerator: str) -> str | int:
     if value != "auto":
         return value
-    return "16-mixed" if torch.cuda.is_available() else "32-true"
+    # Follows the accelerator, not the machine: a CPU run on a GPU machine stays in fp32 (Lightning would
+    # otherwise turn "16-mixed" on the CPU into bf16).
+    gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    return "16-mixed" if gpu else "32-true"
 
 
 def fit(config: dict[str, Any], *, resume: bool = False, callbacks: Sequence[L.Callback] = ()) -> dict[str, Any]:
@@ -170,7 +173,7 @@ def fit(config: dict[str, Any], *, resume: bool = False, callbacks: Sequence[L.C
         devices=trainer_cfg["devices"],
         num_nodes=trainer_cfg["num_nodes"],
         strategy=trainer_cfg["strategy"],
-        precision=_precision(trainer_cfg["precision"]),
+        precision=_precision(trainer_cfg["precision"], trainer_cfg["accelerator"]),
         sync_batchnorm=trainer_cfg["sync_batchnorm"],
         accumulate_grad_batches=trainer_cfg["accumulate"],
         gradient_clip_val=config["optim"]["clip_grad"] or None,

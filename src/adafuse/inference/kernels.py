@@ -19,6 +19,8 @@ ran, from the shapes it passed to the kernel, to :attr:`FoldedConv.executed_macs
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -81,6 +83,7 @@ class FoldedConv:
         self._w_in = ohwi.reshape(-1, self.in_channels // unit, unit) if self.in_channels % unit == 0 else None
         self._b_out = self.bias.view(-1, unit) if self.out_channels % unit == 0 else None
         self._packed: dict[tuple[int, int, int], torch.Tensor] = {}
+        self._fused = _MKLDNN  # False once oneDNN's fused op has refused a call: F.conv2d from then on
         self.executed_macs = 0
 
     def output_size(self, h: int, w: int) -> tuple[int, int]:
@@ -92,20 +95,27 @@ class FoldedConv:
         self.executed_macs += out.numel() * in_channels * self.kernel_size[0] * self.kernel_size[1]
 
     def _conv(self, x, weight, bias, relu: bool, residual: torch.Tensor | None) -> torch.Tensor:
-        if _MKLDNN:
+        if self._fused:
             args = (self.padding, self.stride, self.dilation, 1)
-            if residual is not None:
-                return torch.ops.mkldnn._convolution_pointwise.binary(
-                    x, residual, weight, bias, *args, "add", 1.0, "relu", [], ""
+            try:
+                if residual is not None:
+                    return torch.ops.mkldnn._convolution_pointwise.binary(
+                        x, residual, weight, bias, *args, "add", 1.0, "relu", [], ""
+                    )
+                return torch.ops.mkldnn._convolution_pointwise(
+                    x, weight, bias, *args, "relu" if relu else "none", [], ""
                 )
-            return torch.ops.mkldnn._convolution_pointwise(x, weight, bias, *args, "relu" if relu else "none", [], "")
+            except RuntimeError as e:  # a private op: some torch / oneDNN / CPU combinations reject some shapes
+                warnings.warn(f"oneDNN fused convolution failed ({e}); this layer falls back to F.conv2d", stacklevel=2)
+                self._fused = False
+                weight = self.weight if weight.is_mkldnn else weight
         y = F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation)
         if residual is not None:
             return y.add_(residual).relu_()
         return y.relu_() if relu else y
 
     def _packed_weight(self, x: torch.Tensor) -> torch.Tensor:
-        if not _MKLDNN:
+        if not self._fused:
             return self.weight
         key = tuple(x.shape[1:])
         if key not in self._packed:  # oneDNN picks the blocked layout for the input size it is told
