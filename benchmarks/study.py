@@ -81,7 +81,7 @@ def summarize(results: list[dict]) -> list[dict]:
         row = {"kind": kind, "method": method, "variant": " ".join(overrides) or "-", "seeds": len(rs),
                "top1": statistics.mean(top1), "top1_sd": statistics.pstdev(top1),
                "top5": statistics.mean(r["top5"] for r in rs), "gflops": statistics.mean(r["gflops"] for r in rs),
-               "params": rs[0]["params"]}
+               "params": rs[0]["params"], "lambda": rs[0]["lambda"]}
         if "policy" in rs[0]:
             for a in ("keep", "reuse", "skip", "reuse_per_keep"):
                 row[a] = statistics.mean(r["policy"][a] for r in rs)
@@ -134,11 +134,14 @@ def main(argv: list[str] | None = None) -> int:
             path.write_text(json.dumps(run_one(run, out=args.out, epochs=args.epochs, quiet=True), indent=1))
         results.append(json.loads(path.read_text()))
     rows = summarize(results)
-    for kind in ("temporal", "static"):  # every method, and on the temporal set AdaFuse-TSN at each λ
-        shown = [r for r in rows if r["kind"] == kind and (r["variant"] == "-" or "efficiency_weight" in r["variant"])]
-        labels = [r["method"] + (f" λ={r['variant'].split('=')[1]}" if r["variant"] != "-" else "") for r in shown]
-        viz.plot_tradeoff([r | {"backbone": "resnet10_mini"} for r in shown], args.out / f"tradeoff_{kind}.png",
-                          labels=labels, title=f"Synthetic {kind}")
+    for kind in ("temporal", "static"):  # Figure 2: every method; on the temporal set, AdaFuse-TSN's λ sweep
+        plain = [r for r in rows if r["kind"] == kind and r["variant"] == "-"]
+        sweep = [r for r in rows if r["kind"] == kind and r["method"] == "adafuse_tsn"
+                 and (r["variant"] == "-" or "efficiency_weight" in r["variant"])]
+        curve = [(r["gflops"], r["top1"], f"λ={r['lambda']:g}") for r in sweep] if len(sweep) > 1 else []
+        viz.plot_tradeoff([r | {"backbone": "resnet10_mini"} | ({"policy": r} if r["method"].startswith("ada") else {})
+                           for r in plain], args.out / f"tradeoff_{kind}.png", labels=[r["method"] for r in plain],
+                          title=f"Synthetic {kind}", curve=curve, curve_label="adafuse_tsn, λ sweep")
     pies = [r for r in rows if r["method"] == "adafuse_tsn" and r["variant"] == "-"]
     if len(pies) == 2:
         viz.plot_policy_pies([{"policy": r} for r in pies], args.out / "policy_pies.png",

@@ -31,8 +31,10 @@ def _save(fig, path: str | Path) -> Path:
 
 
 def plot_tradeoff(results: Sequence[dict[str, Any]], path: str | Path, *, labels: Sequence[str] | None = None,
-                  title: str = "GFLOPs vs accuracy") -> Path:
-    """Figure 2: one bubble per result at (gflops, top1), area ∝ params; adaptive methods in blue."""
+                  title: str = "GFLOPs vs accuracy", curve: Sequence[tuple[float, float, str]] = (),
+                  curve_label: str = "") -> Path:
+    """Figure 2: one bubble per result at (gflops, top1), area ∝ params; adaptive methods in blue. ``curve``:
+    ``(gflops, top1, label)`` points joined by a line in GFLOPs order (a trade-off sweep, e.g. over λ)."""
     fig, ax = plt.subplots(figsize=(6.4, 4.6))
     largest = max(r["params"] for r in results)
     for i, r in enumerate(results):
@@ -41,6 +43,14 @@ def plot_tradeoff(results: Sequence[dict[str, Any]], path: str | Path, *, labels
         ax.scatter(r["gflops"], r["top1"], s=1500 * r["params"] / largest, alpha=0.5,
                    color="#4c72b0" if adaptive else "#8c8c8c", edgecolor="k")
         ax.annotate(label, (r["gflops"], r["top1"]), textcoords="offset points", xytext=(6, 6), fontsize=8)
+    if curve:
+        xs, ys, _ = zip(*sorted(curve), strict=True)
+        ax.plot(xs, ys, "-o", color="#4c72b0", markersize=4, linewidth=1, label=curve_label or None)
+        for i, (x, y, name) in enumerate(sorted(curve)):  # labels alternate below / above: neighbours sit close
+            ax.annotate(name, (x, y), textcoords="offset points", xytext=(-6, -13 if i % 2 else 6), fontsize=7,
+                        color="#4c72b0")
+        if curve_label:
+            ax.legend(loc="lower right", fontsize=8)
     ax.set_xlabel("GFLOPs per video (GMACs)")
     ax.set_ylabel("top-1 accuracy (%)")
     ax.set_title(f"{title} (bubble area ∝ parameters)")
