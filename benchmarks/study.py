@@ -6,9 +6,9 @@ Trains ``configs/demo.yaml`` (resnet10_mini, 64 px, T = 8) with every method of 
 benchmarks, for several seeds; plus AdaFuse-TSN at several λ and policy hidden sizes (temporal benchmark). Each
 run is evaluated deterministically and its result kept in ``OUT/results/<run>.json``: re-running the script skips
 finished runs (resumable), so an interrupted study continues where it stopped. Prints one JSON object (every
-result) and a markdown table of means over seeds; writes ``OUT/study.json``, ``OUT/study.md`` and Figure 2/3
-analogues. Results are bit-identical on re-runs with the same ``--threads`` (CPU kernels split reductions by thread
-count, so another count gives other, equally valid, numbers).
+result) and a markdown table of means over seeds; writes ``OUT/study.json``, ``OUT/study.md`` and Figure 2
+(with the λ sweep as a curve), 3 and 4 analogues. Results are bit-identical on re-runs with the same
+``--threads`` (CPU kernels split reductions by thread count, so another count gives other, equally valid, numbers).
 """
 
 from __future__ import annotations
