@@ -31,7 +31,7 @@ from adafuse.commands.train import resolve_config
 from adafuse.data.spec import save_dataset_yaml
 from adafuse.engine.config import load_config
 from adafuse.engine.evaluate import evaluate_checkpoint
-from adafuse.engine.train import fit
+from adafuse.engine.train import fit, resolve_precision
 
 
 def write_something_v1(root: Path, *, num_videos: int, num_frames: int = 24, height: int = 240,
@@ -94,12 +94,13 @@ def measure(name: str, *, data: Path, out: Path, batch_size: int, steps: int, wo
     result = evaluate_checkpoint(trained["last"], batch_size=batch_size, workers=workers,
                                  device="cuda" if gpu else "cpu", progress=False)
     eval_seconds = time.perf_counter() - start
-    later = timer.seconds[1:] or timer.seconds  # the first step also pays for cuDNN autotuning / allocation
+    step = statistics.median(timer.seconds[1:] or timer.seconds)  # the first step also pays for autotuning
+    precision = resolve_precision(config["trainer"]["precision"], config["trainer"]["accelerator"])
     return {
         "config": name, "batch_size": batch_size, "num_segments": config["model"]["num_segments"],
-        "input_size": config["data"]["input_size"], "precision": "16-mixed" if gpu else "32-true",  # eval: fp32
-        "step_seconds": timer.seconds, "first_step_s": timer.seconds[0], "step_s": statistics.median(later),
-        "clips_per_s_train": batch_size / statistics.median(later), "eval_seconds": eval_seconds,
+        "input_size": config["data"]["input_size"], "precision": precision,  # of training; evaluation runs in fp32
+        "step_seconds": timer.seconds, "first_step_s": timer.seconds[0], "step_s": step,
+        "clips_per_s_train": batch_size / step, "eval_seconds": eval_seconds,
         "eval_clips": result["videos"], "gflops": result["gflops"], "gflops_dense": result["gflops_dense"],
         "params": result["params"], "train_peak_gib": train_memory,
         "eval_peak_gib": torch.cuda.max_memory_allocated() / 2**30 if gpu else None,
@@ -136,12 +137,12 @@ def main(argv: list[str] | None = None) -> int:
             for name in args.configs for b in args.batch_size]
     machine = describe_machine(gpu=True)
     command = " ".join(["python benchmarks/real_size.py", *(argv if argv is not None else sys.argv[1:])])
-    table = markdown(rows)
-    (args.out / "real_size.json").write_text(json.dumps({"machine": machine, "command": command, "rows": rows},
-                                                        indent=1))
-    (args.out / "real_size.md").write_text(f"{table}\n\nMachine: {machine}\nCommand: `{command}`\n")
-    print(json.dumps({"machine": machine, "command": command, "rows": rows}))
-    print(f"\n{table}\n\nMachine: {machine}\nCommand: `{command}`", file=sys.stderr)
+    report = {"machine": machine, "command": command, "rows": rows}
+    text = f"{markdown(rows)}\n\nMachine: {machine}\nCommand: `{command}`\n"
+    (args.out / "real_size.json").write_text(json.dumps(report, indent=1))
+    (args.out / "real_size.md").write_text(text)
+    print(json.dumps(report))
+    print(f"\n{text}", file=sys.stderr)
     return 0
 
 

@@ -11,7 +11,7 @@ from adafuse.cli import main
 from adafuse.data.synthetic import generate_synthetic
 from adafuse.engine.config import load_config
 from adafuse.engine.module import RecognitionModule, optimizer_groups
-from adafuse.engine.train import _precision, fit
+from adafuse.engine.train import fit, resolve_precision
 from adafuse.flops import adaptive_macs, profile
 from adafuse.models import build_model
 
@@ -188,8 +188,8 @@ def test_ddp_two_processes_match_single_process_on_the_global_batch(dataset, tmp
 def test_auto_precision_follows_the_accelerator_not_the_machine(monkeypatch):
     # On a GPU machine a CPU run must stay fp32: Lightning turns "16-mixed" on a CPU into bf16 (seen on the H200).
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert _precision("auto", "cpu") == "32-true"
-    assert _precision("auto", "auto") == _precision("auto", "gpu") == "16-mixed"
-    assert _precision("bf16-mixed", "cpu") == "bf16-mixed"  # an explicit choice is kept
+    assert resolve_precision("auto", "cpu") == "32-true"
+    assert resolve_precision("auto", "auto") == resolve_precision("auto", "gpu") == "16-mixed"
+    assert resolve_precision("bf16-mixed", "cpu") == "bf16-mixed"  # an explicit choice is kept
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert _precision("auto", "auto") == "32-true"
+    assert resolve_precision("auto", "auto") == "32-true"

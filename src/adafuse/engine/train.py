@@ -118,7 +118,8 @@ def _quiet_lightning() -> None:
         warnings.filterwarnings("ignore", message=message)
 
 
-def _precision(value: str | int, accelerator: str) -> str | int:
+def resolve_precision(value: str | int, accelerator: str) -> str | int:
+    """Lightning precision of ``trainer.precision`` (``"auto"``: ``16-mixed`` on a GPU, else ``32-true``)."""
     if value != "auto":
         return value
     # Follows the accelerator, not the machine: a CPU run on a GPU machine stays in fp32 (Lightning would
@@ -173,7 +174,7 @@ def fit(config: dict[str, Any], *, resume: bool = False, callbacks: Sequence[L.C
         devices=trainer_cfg["devices"],
         num_nodes=trainer_cfg["num_nodes"],
         strategy=trainer_cfg["strategy"],
-        precision=_precision(trainer_cfg["precision"], trainer_cfg["accelerator"]),
+        precision=resolve_precision(trainer_cfg["precision"], trainer_cfg["accelerator"]),
         sync_batchnorm=trainer_cfg["sync_batchnorm"],
         accumulate_grad_batches=trainer_cfg["accumulate"],
         gradient_clip_val=config["optim"]["clip_grad"] or None,
