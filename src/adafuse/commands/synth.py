@@ -14,9 +14,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Write a deterministic synthetic dataset. 'temporal': 8 classes in 4 time-reversed pairs "
         "(moving left/right, growing/shrinking, appearing/disappearing, rotating clockwise/counterclockwise), so "
         "an order-blind model is at chance within each pair. 'static': 8 shape classes with label-free random "
-        "motion. Output: OUT/frames/<id>/00001.jpg..., train.txt, val.txt, classes.txt, dataset.yaml.",
+        "motion. 'camera': a second family, a camera panning left/right, tilting up/down, zooming in/out or rolling "
+        "clockwise/counterclockwise over a photograph-like scene, again in time-reversed pairs. Output: OUT/frames/<id>/00001.jpg..., train.txt, val.txt, classes.txt, dataset.yaml.",
     )
-    p.add_argument("--kind", required=True, choices=("temporal", "static"), help="what the labels depend on")
+    p.add_argument("--kind", required=True, choices=("temporal", "static", "camera"), help="what the labels depend on")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--num-videos", type=int, default=480, help="videos in all, 3/4 train and 1/4 val (default 480)")
     p.add_argument("--seed", type=int, default=0, help="same seed, byte-identical output (default 0)")

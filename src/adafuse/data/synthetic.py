@@ -1,5 +1,5 @@
-"""The built-in synthetic benchmark: small videos whose label lies in frame order (``temporal``) or in appearance
-only (``static``), written in the same frame-folder format as the real datasets.
+"""The built-in synthetic benchmarks: small videos whose label lies in frame order (``temporal``, ``camera``) or in
+appearance only (``static``), written in the same frame-folder format as the real datasets.
 
 ``temporal`` has four pairs of classes, each pair a time reversal: a video of the second class of a pair is the
 first-class video, drawn from the same parameters, played backwards. So the *set* of frames of a video is
@@ -9,6 +9,10 @@ change of size, 15-25° of rotation or a fade step per frame), which is what Ada
 can do.
 
 ``static`` has eight shape classes; the object wanders randomly, so motion carries no label information.
+
+``camera`` is a second family with other statistics: no object and no background, but a camera panning, tilting,
+zooming or rolling over a photograph-like dead-leaves scene (see :mod:`adafuse.data._camera`), again in four
+time-reversed pairs; every frame of every class is a view of the same kind of isotropic, near scale-invariant scene.
 
 Every video has a smooth-noise background, a lightly textured high-contrast object of ≥ 12 px, one or two static
 distractor blobs, per-frame pixel noise and a brightness flicker. The clutter is kept mild on purpose: with more,
@@ -29,11 +33,13 @@ from typing import Literal
 import numpy as np
 from PIL import Image
 
+from adafuse.data._camera import DeadLeavesScene, camera_track
 from adafuse.data._canvas import paste, shape_mask, smooth_noise
 from adafuse.data.spec import save_dataset_yaml
 from adafuse.errors import UserError
 
-Kind = Literal["temporal", "static"]
+Kind = Literal["temporal", "static", "camera"]
+KINDS = ("temporal", "static", "camera")
 
 # Pairs (forward, reversed): the second class of each pair is the first played backwards.
 TEMPORAL_CLASSES = (
@@ -46,6 +52,21 @@ TEMPORAL_CLASSES = (
     "rotating clockwise",
     "rotating counterclockwise",
 )
+# Pairs again: the second class is the first played backwards. Directions are the camera's (panning left, the
+# scene slides right across the frame).
+CAMERA_CLASSES = (
+    "panning left",
+    "panning right",
+    "tilting up",
+    "tilting down",
+    "zooming in",
+    "zooming out",
+    "rolling clockwise",
+    "rolling counterclockwise",
+)
+# A horizontal flip turns a left pan into a right pan and a clockwise roll into a counterclockwise one; tilts and
+# zooms stay what they are.
+CAMERA_FLIP_MAP = {0: 1, 1: 0, 6: 7, 7: 6}
 STATIC_CLASSES = ("disc", "ring", "square", "triangle", "cross", "star", "crescent", "hourglass")
 _TURNING_SHAPES = ("l_shape", "arrow", "wedge")  # no rotational symmetry, so a turn has a visible direction
 _MAX_RADIUS = 21  # px at 80 px frames
@@ -61,29 +82,42 @@ def class_names(kind: Kind) -> tuple[str, ...]:
         return TEMPORAL_CLASSES
     if kind == "static":
         return STATIC_CLASSES
-    raise UserError(f"synthetic kind must be 'temporal' or 'static', got {kind!r}")
+    if kind == "camera":
+        return CAMERA_CLASSES
+    raise UserError(f"synthetic kind must be one of {', '.join(KINDS)}, got {kind!r}")
 
 
 def render_video(*, kind: Kind, label: int, seed: int | Sequence[int], size: int = 80, frames: int = 16) -> np.ndarray:
     """One synthetic video, uint8 ``(frames, size, size, 3)``.
 
-    For ``temporal`` the random draws depend on the pair ``label // 2`` only, so with the same ``seed`` the video
-    of label ``2p + 1`` is exactly the video of label ``2p`` reversed in time.
+    For ``temporal`` and ``camera`` the random draws depend on the pair ``label // 2`` only, so with the same
+    ``seed`` the video of label ``2p + 1`` is exactly the video of label ``2p`` reversed in time.
     """
     names = class_names(kind)
     if not 0 <= label < len(names):
         raise UserError(f"label {label} is out of range for the {len(names)} {kind} classes")
     rng = np.random.default_rng(seed)
     k = size / 80  # all lengths below are for 80-px frames
-    scene = _Scene(rng, size)
-    if kind == "temporal":
-        track = _temporal_track(rng, label // 2, size, frames, k)
+    if kind == "camera":
+        cameras = camera_track(rng, label // 2, frames, k)
+        scene = DeadLeavesScene(rng, cameras, size)
+        video = np.stack([_sensor(rng, scene.view(camera)) for camera in cameras])
     else:
-        track = _random_walk(rng, STATIC_CLASSES[label], size, frames, k)
-    video = np.stack([scene.render(rng, *state) for state in track])
-    if kind == "temporal" and label % 2:
+        scene = _Scene(rng, size)
+        if kind == "temporal":
+            track = _temporal_track(rng, label // 2, size, frames, k)
+        else:
+            track = _random_walk(rng, STATIC_CLASSES[label], size, frames, k)
+        video = np.stack([scene.render(rng, *state) for state in track])
+    if kind != "static" and label % 2:
         video = video[::-1].copy()
     return video
+
+
+def _sensor(rng: np.random.Generator, frame: np.ndarray) -> np.ndarray:
+    """Per-frame pixel noise (σ = 1 % of the range) and a brightness flicker, then uint8."""
+    frame = frame + rng.normal(0.0, 0.01, frame.shape).astype(np.float32) + rng.uniform(-0.02, 0.02)
+    return (np.clip(frame, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
 class _Scene:
@@ -121,8 +155,7 @@ class _Scene:
             dx, dy = x - self.canvas / 2 - left, y - self.canvas / 2 - top
             mask = shape_mask(shape, canvas=self.canvas, radius=radius, angle=angle, dx=dx, dy=dy)
             paste(frame, self.texture, alpha * mask, left, top)
-        frame += rng.normal(0.0, 0.01, frame.shape).astype(np.float32) + rng.uniform(-0.02, 0.02)
-        return (np.clip(frame, 0, 1) * 255 + 0.5).astype(np.uint8)
+        return _sensor(rng, frame)
 
 
 State = tuple[str, float, float, float, float, float]  # shape, x, y, radius, angle (rad), alpha
@@ -196,7 +229,8 @@ def generate_synthetic(
     overwrite: bool = False,
 ) -> dict:
     """Write a synthetic dataset to ``out``: ``frames/<id>/00001.jpg ...``, ``train.txt``, ``val.txt``,
-    ``classes.txt`` and ``dataset.yaml`` (preset ``custom``; flip off for ``temporal``, whose labels say left).
+    ``classes.txt`` and ``dataset.yaml`` (preset ``custom``; flip off for ``temporal``, whose labels say left;
+    ``swap`` for ``camera``, where a flip swaps left/right pans and the two rolls).
 
     Labels go round-robin (video ``i`` has label ``i mod 8``); the last quarter of the rounds (at least one) is
     validation, so both splits are balanced. Returns a summary (paths, counts, seconds).
@@ -239,7 +273,8 @@ def generate_synthetic(
         classes="classes.txt",
         template=TEMPLATE,
         num_classes=len(names),
-        flip=kind == "static",
+        flip={"temporal": False, "static": True, "camera": "swap"}[kind],
+        **({"flip_label_map": CAMERA_FLIP_MAP} if kind == "camera" else {}),
     )
     return {
         "kind": kind,
