@@ -15,7 +15,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(moving left/right, growing/shrinking, appearing/disappearing, rotating clockwise/counterclockwise), so "
         "an order-blind model is at chance within each pair. 'static': 8 shape classes with label-free random "
         "motion. 'camera': a second family, a camera panning left/right, tilting up/down, zooming in/out or rolling "
-        "clockwise/counterclockwise over a photograph-like scene, again in time-reversed pairs. Output: OUT/frames/<id>/00001.jpg..., train.txt, val.txt, classes.txt, dataset.yaml.",
+        "clockwise/counterclockwise over a photograph-like scene, again in time-reversed pairs. "
+        "Output: OUT/frames/<id>/00001.jpg..., train.txt, val.txt, classes.txt, dataset.yaml.",
     )
     p.add_argument("--kind", required=True, choices=("temporal", "static", "camera"), help="what the labels depend on")
     p.add_argument("--out", required=True, help="output folder")

@@ -78,7 +78,8 @@ class DeadLeavesScene:
         corners = []
         for x, y, s, a in track:
             for u, v in ((-half, -half), (half, -half), (-half, half), (half, half)):
-                corners.append((x + s * (u * math.cos(a) - v * math.sin(a)), y + s * (u * math.sin(a) + v * math.cos(a))))
+                cos, sin = math.cos(a), math.sin(a)
+                corners.append((x + s * (u * cos - v * sin), y + s * (u * sin + v * cos)))
         pts = np.array(corners)
         self.origin = pts.min(axis=0) - 2
         extent = pts.max(axis=0) + 2 - self.origin
