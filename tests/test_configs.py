@@ -48,3 +48,24 @@ def test_config_builds(path):
 def test_paper_rows_have_the_papers_sizes(name, params):
     _, model = build(next(p for p in CONFIGS if p.stem == name))
     assert count_params(model) == params
+
+
+def test_paper_presets_keep_the_papers_loss_and_the_default_uses_a_budget():
+    for path in CONFIGS:
+        loss = load_config(path)["loss"]
+        if path.stem == "demo":
+            assert loss["cost_target"] is not None and loss["efficiency_ramp_steps"] > 0
+        else:  # λ·cost from the first step, as in the official code
+            assert (loss["cost_target"], loss["efficiency_ramp_steps"]) == (None, 0), path.stem
+    default = load_config(None)["loss"]
+    assert 0 < default["cost_target"] < 1 and default["efficiency_ramp_steps"] > 0
+
+
+@pytest.mark.parametrize("value", ["0", "1.5", "-0.2"])
+def test_cost_target_must_be_a_fraction(value):
+    from adafuse.errors import UserError
+
+    with pytest.raises(UserError, match=r"loss.cost_target must be a fraction of the dense cost in \(0, 1\]"):
+        load_config(None, [f"loss.cost_target={value}"])
+    assert load_config(None, ["loss.cost_target=1"])["loss"]["cost_target"] == 1.0
+    assert load_config(None, ["loss.cost_target=null"])["loss"]["cost_target"] is None

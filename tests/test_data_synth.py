@@ -10,8 +10,9 @@ import pytest
 
 from adafuse.cli import main
 from adafuse.data import build_dataset, build_loader, load_dataset_yaml, render_video
+from adafuse.data._camera import PAN_SPEED, ROLL_RATE, SCALES, ZOOM_RATE, camera_track
 from adafuse.data._canvas import shape_mask
-from adafuse.data.synthetic import STATIC_CLASSES, TEMPORAL_CLASSES, _temporal_track
+from adafuse.data.synthetic import CAMERA_CLASSES, STATIC_CLASSES, TEMPORAL_CLASSES, _temporal_track
 
 
 def files(folder):
@@ -39,11 +40,12 @@ def test_generation_is_deterministic_and_in_the_standard_format(tmp_path, capsys
     assert clips.shape == (8, 4, 3, 32, 32) and sorted(labels.tolist()) == list(range(8))
 
 
+@pytest.mark.parametrize("kind", ["temporal", "camera"])
 @pytest.mark.parametrize("pair", range(4))
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_second_class_of_a_pair_is_the_first_reversed(pair, seed):
-    forward = render_video(kind="temporal", label=2 * pair, seed=seed, size=64, frames=12)
-    backward = render_video(kind="temporal", label=2 * pair + 1, seed=seed, size=64, frames=12)
+def test_second_class_of_a_pair_is_the_first_reversed(kind, pair, seed):
+    forward = render_video(kind=kind, label=2 * pair, seed=seed, size=64, frames=12)
+    backward = render_video(kind=kind, label=2 * pair + 1, seed=seed, size=64, frames=12)
     assert forward.shape == (12, 64, 64, 3) and forward.dtype == np.uint8
     # Same multiset of frames, opposite order: an order-blind model sees identically distributed inputs.
     assert np.array_equal(backward, forward[::-1])
@@ -86,3 +88,58 @@ def test_bad_synth_arguments(tmp_path, capsys):
     assert main(["synth", "--kind", "static", "--out", str(tmp_path), "--num-videos", "16", "--size", "32"]) == 0
     assert main(["synth", "--kind", "static", "--out", str(tmp_path), "--num-videos", "16", "--size", "32"]) == 2
     assert "already exists; choose another --out or pass --overwrite" in capsys.readouterr().err
+
+
+def test_camera_generation_is_deterministic_and_flips_swap_the_mirrored_classes(tmp_path, capsys):
+    args = ["synth", "--kind", "camera", "--num-videos", "16", "--size", "40", "--frames", "6", "--seed", "1"]
+    assert main([*args, "--out", str(tmp_path / "a"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["classes"] == list(CAMERA_CLASSES)
+    assert main([*args, "--out", str(tmp_path / "b"), "--workers", "2"]) == 0
+    assert files(tmp_path / "a") == files(tmp_path / "b")
+    spec = load_dataset_yaml(tmp_path / "a" / "dataset.yaml")
+    # A mirror swaps left/right pans and the two rolls; tilts and zooms keep their labels.
+    assert spec.flip is True and spec.flip_label_map == {0: 1, 1: 0, 6: 7, 7: 6}
+    assert [CAMERA_CLASSES[i] for i in (0, 1, 6, 7)] == [
+        "panning left", "panning right", "rolling clockwise", "rolling counterclockwise"]
+
+
+def _shift(a: np.ndarray, b: np.ndarray) -> tuple[int, int]:
+    """(dx, dy) that moves the content of frame a onto frame b, by phase correlation."""
+    fa, fb = (np.fft.fft2(f.astype(float).mean(-1) - f.mean()) for f in (a, b))
+    cross = fb * fa.conj()
+    peak = np.unravel_index(np.argmax(np.fft.ifft2(cross / (np.abs(cross) + 1e-9)).real), a.shape[:2])
+    dy, dx = ((p + n // 2) % n - n // 2 for p, n in zip(peak, a.shape[:2], strict=True))
+    return int(dx), int(dy)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_camera_pans_move_the_scene_the_other_way_and_nothing_else(seed):
+    k = (2 * PAN_SPEED[0] // 1, 2 * PAN_SPEED[1] // 1 + 1)  # two frames apart: 5-7 px
+    left = render_video(kind="camera", label=0, seed=seed, size=80, frames=8)
+    up = render_video(kind="camera", label=2, seed=seed, size=80, frames=8)
+    for t in range(0, 6, 2):
+        dx, dy = _shift(left[t], left[t + 2])
+        assert k[0] <= dx <= k[1] and dy == 0  # panning left: the scene slides right
+        dx, dy = _shift(up[t], up[t + 2])
+        assert dx == 0 and k[0] <= dy <= k[1]  # tilting up: the scene slides down
+
+
+def test_camera_tracks_zoom_and_roll_the_way_their_names_say():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        for pair in range(4):
+            track = camera_track(rng, pair, 16, 1.0)
+            scales = [c[2] for c in track]
+            assert all(SCALES[0] - 1e-9 <= s <= SCALES[1] + 1e-9 for s in scales)  # one range for every class
+            steps = list(zip(track, track[1:], strict=False))
+            if pair == 2:  # zooming in: fewer scene units per pixel every frame, at 4.5-6 %
+                assert all(1 + ZOOM_RATE[0] - 1e-9 <= a[2] / b[2] <= 1 + ZOOM_RATE[1] + 1e-9 for a, b in steps)
+            else:
+                assert len(set(scales)) == 1
+            if pair == 3:  # rolling clockwise: the angle grows (y points down) by 4-6 degrees a frame
+                assert all(math.radians(ROLL_RATE[0]) - 1e-9 <= b[3] - a[3] <= math.radians(ROLL_RATE[1]) + 1e-9
+                           for a, b in steps)
+            else:
+                assert len({c[3] for c in track}) == 1
+            if pair >= 2:  # zoom and roll turn about a fixed centre
+                assert len({(c[0], c[1]) for c in track}) == 1

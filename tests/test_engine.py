@@ -44,7 +44,8 @@ def _train_on_one_batch(weight: float, steps: int = 25) -> tuple[list[float], li
     torch.manual_seed(0)
     model = build_model(backbone="resnet18", method="adafuse_tsn", num_classes=4, num_segments=3, policy_hidden=16)
     config = load_config(
-        None, [f"loss.efficiency_weight={weight}", "optim.weight_decay=0", "optim.lr=0.01", "optim.policy_lr_scale=100"]
+        None, [f"loss.efficiency_weight={weight}", "loss.cost_target=null", "loss.efficiency_ramp_steps=0",
+               "optim.weight_decay=0", "optim.lr=0.01", "optim.policy_lr_scale=100"]
     )
     table = profile(model, num_segments=3, input_size=32)
     module = RecognitionModule(model, table=table, config=config, meta={})
@@ -131,7 +132,8 @@ def test_eval_json_is_repeatable_and_complete(dataset, tmp_path, capsys):
     assert len(r["blocks"]) == 8
     report = tmp_path / "report.md"
     assert main(["eval", "--checkpoint", result["best"], "--report", str(report), "--workers", "0"]) == 0
-    assert "| block | keep | reuse | skip | instance |" in report.read_text()
+    assert "| block | keep | reuse | skip | instance | agreement | status |" in report.read_text()
+    assert all(b["status"] in ("ok", "collapsed", "frozen") and 1 / 3 <= b["agreement"] <= 1 for b in r["blocks"])
 
 
 def _error(capsys, argv) -> str:

@@ -48,7 +48,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "efficiency_weight": 0.1,  # λ of Eq. 6
         "cost": "normalized",  # adaptive / dense MACs; "absolute": GMACs per frame (the official scale)
         "cost_mode": "real",  # Eq. 5; "upb": skip savings only (the official upper bound)
+        "cost_target": 0.6,  # budget: λ·max(0, cost − target·dense), a fraction of the dense cost; null: λ·cost
         "efficiency_after_epoch": 0,  # the cost term is on from this epoch (the official --eff_loss_after)
+        "efficiency_ramp_steps": 200,  # ... and λ rises linearly to its value over this many steps (0: a switch)
         "cg_threshold_weight": 1.0e-4,  # CGNet's threshold loss
     },
     "optim": {
@@ -89,6 +91,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "model.pretrained": (str,),
     "model.policy_hidden": (int,),
     "model.policy_quota": (int,),
+    "loss.cost_target": (float,),
     "data.dataset": (str,),
     "data.normalization": (str,),
     "data.val_batch_size": (int,),
@@ -108,6 +111,13 @@ _CHOICES: dict[str, tuple[Any, ...]] = {
 }
 
 
+_RANGES: dict[str, tuple[Any, str]] = {
+    "loss.cost_target": (lambda v: 0 < v <= 1, "a fraction of the dense cost in (0, 1], or null for the plain λ·cost"),
+    "loss.efficiency_ramp_steps": (lambda v: v >= 0, ">= 0"),
+    "loss.efficiency_after_epoch": (lambda v: v >= 0, ">= 0"),
+}
+
+
 def _check(key: str, value: Any, where: str) -> Any:
     section, name = key.split(".")
     default = DEFAULTS[section][name]
@@ -122,6 +132,8 @@ def _check(key: str, value: Any, where: str) -> Any:
             raise UserError(f"{where}: {key} must be {want}, got {value!r}")
     if key in _CHOICES and value not in _CHOICES[key]:
         raise UserError(f"{where}: {key} must be one of {', '.join(map(str, _CHOICES[key]))}, got {value!r}")
+    if key in _RANGES and value is not None and not _RANGES[key][0](value):
+        raise UserError(f"{where}: {key} must be {_RANGES[key][1]}, got {value!r}")
     return value
 
 

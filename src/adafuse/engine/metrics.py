@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torchmetrics import Metric
 
+from adafuse.engine.efficiency import block_health, majority_share
 from adafuse.layers.actions import KEEP, REUSE, SKIP
 
 _ACTIONS = (("keep", KEEP), ("reuse", REUSE), ("skip", SKIP))
@@ -23,7 +24,9 @@ class RecognitionMetrics(Metric):
 
     Policy statistics per block: the share of (frame, channel) decisions of each action, and the *instance*
     shares (Figure 4): of the (video, channel) pairs, those that take the same action in all T frames, per action
-    (``keep_instance`` ...) and in all (``instance``).
+    (``keep_instance`` ...) and in all (``instance``); the *agreement*, the share of decisions that take their
+    channel's most common action within a batch (1: the block ignores its input); and a health ``status``:
+    ``collapsed`` (keep + reuse under :data:`~adafuse.engine.efficiency.COLLAPSE_FLOOR`), ``frozen`` or ``ok``.
     """
 
     full_state_update = False
@@ -39,6 +42,7 @@ class RecognitionMetrics(Metric):
         self.add_state("actions", torch.zeros(blocks, 3, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("constant", torch.zeros(blocks, 3, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("pairs", torch.zeros(blocks, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("majority", torch.zeros(blocks, dtype=torch.float64), dist_reduce_fx="sum")
 
     def update(
         self, logits: torch.Tensor, labels: torch.Tensor, macs: torch.Tensor, policies: dict[str, torch.Tensor]
@@ -56,6 +60,7 @@ class RecognitionMetrics(Metric):
             always = mask.min(dim=1).values  # (N, C, 3): 1 where the action is taken in every frame
             self.constant[i] += always.sum(dim=(0, 1)).double()
             self.pairs[i] += mask.shape[0] * mask.shape[2]
+            self.majority[i] += (majority_share(mask) * mask.shape[0] * mask.shape[1]).sum().double()
 
     def compute(self) -> dict[str, Any]:
         """``top1``/``top5`` in %, ``gflops`` (adaptive GMACs per video), ``policy`` shares overall and per block."""
@@ -86,7 +91,11 @@ class RecognitionMetrics(Metric):
                     "skip": float(shares[i, SKIP]),
                     "instance": float(self.constant[i].sum() / self.pairs[i]),
                     **{f"{a}_instance": float(self.constant[i, j] / self.pairs[i]) for a, j in _ACTIONS},
+                    "agreement": float(self.majority[i] / self.actions[i].sum()),
                 }
                 for i, name in enumerate(self.block_names)
             ]
+            for block in result["blocks"]:
+                block["status"] = block_health(block)
+            result["policy"]["collapsed_blocks"] = [b["name"] for b in result["blocks"] if b["status"] != "ok"]
         return result

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import lightning as L
@@ -9,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from adafuse.engine.efficiency import block_shares, collapse_warning, efficiency_penalty, efficiency_ramp
 from adafuse.engine.evaluate import predict_batch
 from adafuse.engine.metrics import RecognitionMetrics
 from adafuse.flops import CostTable, adaptive_macs
@@ -16,14 +18,7 @@ from adafuse.layers.actions import KEEP, REUSE, SKIP
 from adafuse.layers.channel_gating import ChannelGatedConv2d
 from adafuse.models import Recognizer
 
-
-def efficiency_cost(macs: torch.Tensor, table: CostTable, *, kind: str) -> torch.Tensor:
-    """The cost term of Eq. 6 from adaptive MACs per video (N,): the batch mean of ``macs / dense`` for
-    ``kind="normalized"`` (portable across backbones), or of GMACs per frame for ``"absolute"`` (the
-    official scale, where the paper's λ = 0.1 means what it meant there)."""
-    if kind == "normalized":
-        return (macs / table.dense_macs).mean()
-    return (macs / table.num_segments / 1e9).mean()
+log = logging.getLogger("adafuse")
 
 
 def optimizer_groups(model: nn.Module, *, weight_decay: float, policy_lr_scale: float = 1.0) -> list[dict[str, Any]]:
@@ -49,7 +44,8 @@ def optimizer_groups(model: nn.Module, *, weight_decay: float, policy_lr_scale: 
 
 
 class RecognitionModule(L.LightningModule):
-    """Trains a :class:`Recognizer` with ``CE + λ·cost`` (+ CGNet's threshold loss) and validates it.
+    """Trains a :class:`Recognizer` with ``CE + λ·cost`` or ``CE + λ·max(0, cost − budget)`` (+ CGNet's
+    threshold loss), λ ramped in over steps, and validates it; warns once per epoch when a policy block collapses.
 
     Args:
         model: the recognizer.
@@ -70,6 +66,7 @@ class RecognitionModule(L.LightningModule):
         self.frozen_bn = batchnorms if self.optim_cfg["freeze_bn"] else []
         for bn in self.frozen_bn:
             bn.requires_grad_(False)
+        self.train_blocks: dict[str, list[torch.Tensor]] = {}  # per block: (keep, reuse, skip, agreement) per step
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         # Frozen BatchNorm keeps normalising with its running statistics. Set per batch: Lightning restores the
@@ -87,20 +84,49 @@ class RecognitionModule(L.LightningModule):
         macs = adaptive_macs(self.model, self.table, batch_size=clips.shape[0], mode=self.loss_cfg["cost_mode"])
         loss = ce
         cfg = self.loss_cfg
-        weight = cfg["efficiency_weight"] if self.current_epoch >= cfg["efficiency_after_epoch"] else 0.0
+        weight = cfg["efficiency_weight"] * efficiency_ramp(
+            self.global_step, start=self._efficiency_start(), ramp_steps=cfg["efficiency_ramp_steps"]
+        )
         if weight and (self.model.fusions() or self.gated):
-            loss = loss + weight * efficiency_cost(macs, self.table, kind=self.loss_cfg["cost"])
+            loss = loss + weight * efficiency_penalty(macs, self.table, kind=cfg["cost"], target=cfg["cost_target"])
         if self.gated:
             loss = loss + self.loss_cfg["cg_threshold_weight"] * sum(m.threshold_loss() for m in self.gated)
         acc = (logits.argmax(1) == labels).float().mean()
-        logs = {"train/loss": loss, "train/ce": ce, "train/top1": 100 * acc, "train/gflops": macs.mean() / 1e9}
+        logs = {"train/loss": loss, "train/ce": ce, "train/top1": 100 * acc, "train/gflops": macs.mean() / 1e9,
+                "train/efficiency_weight": weight}
         policies = self.model.policies()
         if policies:
             shares = torch.stack([m.detach().float().mean(dim=(0, 1, 2)) for m in policies.values()]).mean(0)
             logs.update({"train/keep": shares[KEEP], "train/reuse": shares[REUSE], "train/skip": shares[SKIP]})
+            for name, mask in policies.items():  # per-block shares, logged and checked at the end of the epoch
+                self.train_blocks.setdefault(name, []).append(block_shares(mask))
         self.log_dict(logs, prog_bar=False, on_step=True, on_epoch=True, batch_size=clips.shape[0], sync_dist=False)
         self.log("loss", loss, prog_bar=True, logger=False, batch_size=clips.shape[0])
         return loss
+
+    def _efficiency_start(self) -> int:
+        """Optimizer step at which the efficiency term starts (epoch ``loss.efficiency_after_epoch``)."""
+        epoch = self.loss_cfg["efficiency_after_epoch"]
+        return epoch * (self.trainer.num_training_batches // self.trainer.accumulate_grad_batches) if epoch else 0
+
+    def on_train_epoch_end(self) -> None:
+        # Per-block policy shares of the epoch (sampled policies), and the collapse check: on the validation's
+        # arg-max policies when a validation ran this epoch (what a user deploys), else on the training ones.
+        fields = ("keep", "reuse", "skip", "agreement")
+        blocks = [{"name": name, **dict(zip(fields, torch.stack(v).mean(0).tolist(), strict=True))}
+                  for name, v in self.train_blocks.items()]
+        self.train_blocks = {}
+        if not blocks:
+            return
+        logs = {f"train/{b['name']}/{a}": b[a] for b in blocks for a in ("keep", "reuse", "skip", "agreement")}
+        logs["train/alive_min"] = min(b["keep"] + b["reuse"] for b in blocks)
+        self.log_dict(logs, sync_dist=False)
+        validated = getattr(self, "last_validation", None)
+        if validated is not None and validated.get("epoch") == self.current_epoch:
+            blocks = validated["blocks"]
+        message = collapse_warning(blocks, where=f"epoch {self.current_epoch}")
+        if message and self.trainer.is_global_zero:
+            log.warning(message)
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         clips, labels = batch
@@ -112,9 +138,13 @@ class RecognitionModule(L.LightningModule):
         self.val_metrics.reset()
         logs = {"val/top1": result["top1"], "val/top5": result["top5"], "val/gflops": result["gflops"]}
         logs.update({f"val/{k}": result["policy"][k] for k in ("keep", "reuse", "skip")} if "policy" in result else {})
+        for b in result.get("blocks", []):
+            logs.update({f"val/{b['name']}/{a}": b[a] for a in ("keep", "reuse", "skip", "agreement")})
+        if "policy" in result:
+            logs["val/collapsed_blocks"] = float(len(result["policy"]["collapsed_blocks"]))
         self.log_dict(logs, prog_bar=False, sync_dist=False)
         self.log("val_top1", result["top1"], prog_bar=True, logger=False)
-        self.last_validation = result
+        self.last_validation = result | {"epoch": self.current_epoch}
 
     def configure_optimizers(self):
         cfg = self.optim_cfg
