@@ -16,11 +16,14 @@ def test_study_quick_runs_and_resumes(tmp_path):
     first = subprocess.run(command, capture_output=True, text=True, check=True)
     rows = json.loads(first.stdout)["rows"]
     assert {(r["kind"], r["method"]) for r in rows} == {
-        (k, m) for k in ("temporal", "static") for m in ("tsn", "random", "adafuse_tsn")
+        (k, m) for k in ("temporal", "static", "camera") for m in ("tsn", "random", "adafuse_tsn")
     }
+    checks = json.loads(first.stdout)["acceptance"]  # the default recipe against TSN, per temporal benchmark
+    assert [(c["kind"], c["seed"]) for c in checks] == [("camera", 0), ("temporal", 0)]
+    assert all(c["pass"] == (c["gain"] >= 15 and c["gflops_ratio"] <= 0.75 and c["reuse"] >= 0.1) for c in checks)
     assert all(r["gflops"] < 0.051 for r in rows if r["method"] != "tsn")  # fusion policies save MACs
     kept = {p: p.stat().st_mtime_ns for p in (tmp_path / "results").glob("*.json")}
-    assert len(kept) == 6 and (tmp_path / "tradeoff_temporal.png").is_file()
+    assert len(kept) == 9 and (tmp_path / "tradeoff_camera.png").is_file()
     assert (tmp_path / "policy_blocks_static.png").is_file()
     (next(iter(kept))).unlink()  # as if the study had been interrupted before its last run
     again = subprocess.run(command, capture_output=True, text=True, check=True)

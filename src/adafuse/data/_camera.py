@@ -21,12 +21,12 @@ from adafuse.data._canvas import smooth_noise
 
 _DENSITY = 2  # raster pixels per world unit: sharp down to scale 0.5
 _SUPERSAMPLE = 4  # frames are sampled 4x finer and box-filtered down (anti-aliased at scales up to 1.6)
-_RADII = (1.5, 30.0)  # leaf radii (world units), density ∝ r^-3: scale-invariant between these bounds
+_RADII = (3.0, 40.0)  # leaf radii (world units), density ∝ r^-3: scale-invariant between these bounds
 _COVERAGE = 4.0  # expected leaves over a point: e^-4 ≈ 2 % of the scene shows the plain base colour
 SCALES = (0.5, 1.6)  # world units per frame pixel: every frame of every class lies in this range
-PAN_SPEED = (2.5, 3.5)  # frame px per frame
-ZOOM_RATE = (0.045, 0.06)  # relative change of scale per frame (1.9-2.4x over 16 frames)
-ROLL_RATE = (4.0, 6.0)  # degrees per frame
+PAN_SPEED = (3.0, 4.5)  # frame px per frame
+ZOOM_RATE = (0.06, 0.08)  # relative change of scale per frame (2.4-3.2x over 16 frames)
+ROLL_RATE = (6.0, 9.0)  # degrees per frame
 
 Camera = tuple[float, float, float, float]  # centre x, centre y (world), scale (world per px), angle (rad)
 
@@ -42,9 +42,9 @@ def camera_track(rng: np.random.Generator, pair: int, frames: int, k: float) -> 
     lo, hi = math.log(SCALES[0]), math.log(SCALES[1])
     angle0 = rng.uniform(0, 2 * math.pi)  # the scene is isotropic: its orientation carries no label
     if pair == 2:  # zoom in: scale falls geometrically, the whole path inside SCALES
-        rate = rng.uniform(*ZOOM_RATE)
-        span = -(frames - 1) * math.log1p(rate)
-        scale = np.exp(rng.uniform(lo - span, hi) + t * -math.log1p(rate))
+        # (capped for videos much longer than 16 frames, whose path would not fit the range otherwise)
+        rate = min(math.log1p(rng.uniform(*ZOOM_RATE)), (hi - lo) / max(frames - 1, 1))  # log scale per frame
+        scale = np.exp(rng.uniform(lo + (frames - 1) * rate, hi) - t * rate)
     else:
         scale = np.full(frames, math.exp(rng.uniform(lo, hi)))
     angle = np.full(frames, angle0)
