@@ -87,7 +87,7 @@ def test_collapse_warning_fires_on_a_collapsed_policy_and_not_on_a_healthy_one()
     assert blocks[0]["agreement"] < 0.6
     message = collapse_warning(blocks, where="epoch 5")
     assert "\n" not in message and message.startswith("epoch 5: policy collapse in 2 of 3 blocks")
-    assert "layer2.0.fusion collapsed (keep+reuse 6% < 10%, skip 94%)" in message
+    assert "layer2.0.fusion collapsed (keep+reuse 6.2% < 10%, skip 93.8%)" in message
     assert "layer3.0.fusion frozen" in message and "layer1.0.fusion" not in message
     assert collapse_warning(blocks[:1]) is None
     assert block_health({"keep": 0.05, "reuse": 0.06, "skip": 0.89}) == "ok"  # 11% alive: above the floor

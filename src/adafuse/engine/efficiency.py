@@ -88,8 +88,8 @@ def collapse_warning(blocks: Sequence[dict[str, Any]], *, where: str = "", floor
     for b in blocks:
         health = block_health(b, floor=floor)
         if health == "collapsed":
-            problems.append(f"{b['name']} collapsed (keep+reuse {100 * (b['keep'] + b['reuse']):.0f}% < "
-                            f"{100 * floor:.0f}%, skip {100 * b['skip']:.0f}%)")
+            problems.append(f"{b['name']} collapsed (keep+reuse {100 * (b['keep'] + b['reuse']):.1f}% < "
+                            f"{100 * floor:g}%, skip {100 * b['skip']:.1f}%)")
         elif health == "frozen":
             problems.append(f"{b['name']} frozen ({100 * b['agreement']:.1f}% of decisions are the channel's "
                             "usual action)")
