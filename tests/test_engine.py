@@ -12,7 +12,7 @@ from adafuse.data.synthetic import generate_synthetic
 from adafuse.engine.config import load_config
 from adafuse.engine.module import RecognitionModule, optimizer_groups
 from adafuse.engine.train import fit, resolve_precision
-from adafuse.flops import adaptive_macs, profile
+from adafuse.flops import profile
 from adafuse.models import build_model
 
 TINY = [
@@ -47,9 +47,11 @@ def _train_on_one_batch(weight: float, steps: int = 25) -> tuple[list[float], li
         None, [f"loss.efficiency_weight={weight}", "loss.cost_target=null", "loss.efficiency_ramp_steps=0",
                "optim.weight_decay=0", "optim.lr=0.01", "optim.policy_lr_scale=100"]
     )
-    table = profile(model, num_segments=3, input_size=32)
+    table = profile(model, input_size=32)
     module = RecognitionModule(model, table=table, config=config, meta={})
-    module.log = module.log_dict = lambda *a, **k: None  # no trainer attached
+    logged = []
+    module.log = lambda *a, **k: None  # no trainer attached
+    module.log_dict = lambda logs, **k: logged.append(logs)
     optimizer = module.configure_optimizers()["optimizer"]
     x, y = torch.randn(8, 3, 3, 32, 32), torch.arange(8) % 4
     losses, costs = [], []
@@ -60,7 +62,7 @@ def _train_on_one_batch(weight: float, steps: int = 25) -> tuple[list[float], li
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
-        costs.append(adaptive_macs(model, table, batch_size=8).mean().item() / table.dense_macs)
+        costs.append(logged[-1]["train/gflops"].item() * 1e9 / table.dense_macs)  # the step's own policy cost
     return losses, costs
 
 
@@ -156,12 +158,12 @@ def test_one_line_errors(dataset, tmp_path, capsys):
     # a checkpoint of another architecture, and one trained for another class count
     ckpt = tmp_path / "other.ckpt"
     other = build_model(backbone="resnet18", method="tsn", num_classes=8, num_segments=3)
-    torch.save({"state_dict": {"model.head.weight": torch.zeros(3, 3)}, "adafuse": {"build": other.build_args}}, ckpt)
+    meta = {"config": other.config.to_dict()}
+    torch.save({"state_dict": {"model.head.weight": torch.zeros(3, 3)}, "adafuse": meta}, ckpt)
     assert "weights do not fit tsn / resnet18" in _error(capsys, ["eval", "--checkpoint", str(ckpt)])
     from adafuse.checkpoint import save_model
 
-    save_model(ckpt, build_model(backbone="resnet18", method="tsn", num_classes=5, num_segments=3),
-               input_size=32, normalization="imagenet", classes=None)
+    save_model(ckpt, build_model(backbone="resnet18", method="tsn", num_classes=5, num_segments=3, input_size=32))
     err = _error(capsys, ["eval", "--checkpoint", str(ckpt), "--data", str(dataset)])
     assert "has 8 classes but checkpoint" in err and "was trained for 5" in err
     (tmp_path / "junk.ckpt").write_text("junk")

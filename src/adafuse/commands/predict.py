@@ -92,10 +92,10 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    model, meta = load_model(args.checkpoint)
-    size, normalization = int(meta["input_size"]), meta.get("normalization", "imagenet")
+    model, _ = load_model(args.checkpoint)
+    size = model.config.input_size
     stream = StreamingRecognizer(model, window=args.window, input_size=size)
-    transform = EvalTransform(input_size=size, normalization=normalization)
+    transform = EvalTransform.for_model(model.config)
 
     count, model_seconds, start = 0, 0.0, time.perf_counter()
     try:
@@ -118,9 +118,9 @@ def run(args: argparse.Namespace) -> int:
 
     probs = stream.average()[0].softmax(0)
     top = probs.topk(min(args.top, probs.numel()))
-    classes = meta.get("classes")
+    classes = model.config.classes
     names = [classes[i] if classes else str(i) for i in top.indices.tolist()]
-    table = profile(model, num_segments=1, input_size=size)
+    table = profile(model, input_size=size)
     executed = stream.engine.executed_macs / count
     result = {
         "label": names[0],
@@ -132,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
         "fps_total": count / total_seconds,
         "policy": stream.engine.stats.shares(),
         "gmacs_per_frame": executed / 1e9,
-        "gmacs_per_frame_dense": table.dense_macs / 1e9,
+        "gmacs_per_frame_dense": table.dense_macs / model.num_segments / 1e9,
         "threads": torch.get_num_threads(),
     }
     if args.json:

@@ -4,23 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
-
-PRESETS = Path(__file__).resolve().parent.parent / "configs"
-
-
-def resolve_config(name: str) -> Path:
-    """A config file path, or the packaged preset of that name (``configs/<name>.yaml``)."""
-    from adafuse.errors import UserError
-
-    path = Path(name)
-    if path.is_file():
-        return path
-    preset = PRESETS / f"{name.removesuffix('.yaml')}.yaml"
-    if preset.is_file() and "/" not in name:
-        return preset
-    known = ", ".join(sorted(p.stem for p in PRESETS.glob("*.yaml")))
-    raise UserError(f"unknown config {name!r}: not a file and not a preset ({known})")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,10 +11,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
         help="train a model from a config",
-        description="Train from a YAML config (file or preset name, see configs/). Overrides: section.key=value, "
-        "e.g. optim.lr=0.01 data.dataset=/data/sthv1.yaml trainer.devices=4 trainer.strategy=ddp.",
+        description="Train from a YAML config (a file, or the name of a packaged config in configs/). "
+        "Overrides: section.key=value, e.g. optim.lr=0.01 data.dataset=/data/sthv1.yaml trainer.devices=4 "
+        "trainer.strategy=ddp.",
     )
-    p.add_argument("--config", required=True, help="YAML file or preset name")
+    p.add_argument("--config", required=True, help="YAML file or packaged config name")
     p.add_argument("overrides", nargs="*", metavar="section.key=value")
     p.add_argument("--resume", action="store_true", help="continue the run in trainer.out from last.ckpt")
     p.add_argument("--json", action="store_true", help="print the final validation result as JSON")
@@ -40,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Load the config, train, print the result."""
-    from adafuse.engine.config import load_config
+    from adafuse.engine.config import load_config, resolve_config
     from adafuse.engine.train import fit
 
     config = load_config(resolve_config(args.config), args.overrides)

@@ -16,6 +16,20 @@ import yaml
 
 from adafuse.errors import UserError
 
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"  # the packaged configs: one per paper experiment
+
+
+def resolve_config(name: str | Path) -> Path:
+    """A config file path, or the packaged config of that name (``configs/<name>.yaml``)."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    packaged = CONFIGS / f"{str(name).removesuffix('.yaml')}.yaml"
+    if packaged.is_file() and "/" not in str(name):
+        return packaged
+    known = ", ".join(sorted(p.stem for p in CONFIGS.glob("*.yaml")))
+    raise UserError(f"unknown config {str(name)!r}: not a file and not a packaged config ({known})")
+
 DEFAULTS: dict[str, dict[str, Any]] = {
     "model": {
         "backbone": "resnet50",
@@ -26,7 +40,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "policy_hidden": None,  # H; default 512 when policy_quota is not given either
         "policy_quota": None,
         "shared_policy": False,
-        "policy_groups": 1,
+        "policy_group_size": 1,  # channels per policy decision (contiguous groups; old name: policy_groups)
         "tau": 0.67,
         "shift_div": 8,
         "causal_shift": False,
@@ -85,6 +99,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "limit_val_batches": None,
     },
 }
+
+# Old key names users have in their files, and what they are called now.
+ALIASES = {"model.policy_groups": "model.policy_group_size"}
 
 # Keys whose default is None or whose value may take several types: accepted types.
 _TYPES: dict[str, tuple[type, ...]] = {
@@ -161,8 +178,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             if not isinstance(entries, dict):
                 raise UserError(f"{path}:{lines.get(section, 1)}: section {section!r} must be a mapping")
             for name, value in entries.items():
-                key = f"{section}.{name}"
-                where = f"{path}:{lines.get(key, 1)}"
+                where = f"{path}:{lines.get(f'{section}.{name}', 1)}"
+                key = ALIASES.get(f"{section}.{name}", f"{section}.{name}")
+                name = key.split(".")[1]
                 if name not in DEFAULTS[section]:
                     raise UserError(f"{where}: unknown key {key!r}")
                 config[section][name] = _check(key, value, where)
@@ -170,6 +188,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         key, sep, text = item.partition("=")
         if not sep or key.count(".") != 1:
             raise UserError(f"override {item!r}: expected section.key=value, e.g. optim.lr=0.01")
+        key = ALIASES.get(key, key)
         section, name = key.split(".")
         if section not in DEFAULTS or name not in DEFAULTS[section]:
             raise UserError(f"override {item!r}: unknown key {key!r}")

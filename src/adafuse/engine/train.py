@@ -8,10 +8,11 @@ model, optimizer, scheduler, epoch, batch within the epoch and RNG state.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -106,16 +107,25 @@ class ClipDataModule(L.LightningDataModule):
         return self._loader("val", batch_size=data["val_batch_size"] or data["batch_size"], shuffle=False)
 
 
-def _quiet_lightning() -> None:
-    """Keep Lightning's advertising and known-harmless warnings out of the user's terminal."""
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
-    for message in (
-        r"Experiment logs directory .* exists",
-        r".*LeafSpec.* is deprecated",
-        r".*does not have many workers",
-        r"The number of training batches .* is smaller than the logging interval",
-    ):
-        warnings.filterwarnings("ignore", message=message)
+@contextlib.contextmanager
+def _quiet_lightning() -> Iterator[None]:
+    """Keep Lightning's advertising and known-harmless warnings out of the user's terminal while training; the
+    process-wide warning filters and log levels are restored afterwards."""
+    logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            for message in (
+                r"Experiment logs directory .* exists",
+                r".*LeafSpec.* is deprecated",
+                r".*does not have many workers",
+                r"The number of training batches .* is smaller than the logging interval",
+            ):
+                warnings.filterwarnings("ignore", message=message)
+            yield
+    finally:
+        logger.setLevel(level)
 
 
 def resolve_precision(value: str | int, accelerator: str) -> str | int:
@@ -130,6 +140,11 @@ def resolve_precision(value: str | int, accelerator: str) -> str | int:
 
 def fit(config: dict[str, Any], *, resume: bool = False, callbacks: Sequence[L.Callback] = ()) -> dict[str, Any]:
     """Train the model a config describes; returns the last validation result and the run's paths."""
+    with _quiet_lightning():
+        return _fit(config, resume=resume, callbacks=callbacks)
+
+
+def _fit(config: dict[str, Any], *, resume: bool, callbacks: Sequence[L.Callback]) -> dict[str, Any]:
     trainer_cfg, data_cfg, model_cfg = config["trainer"], config["data"], config["model"]
     out = Path(trainer_cfg["out"])
     ckpt_dir = out / "checkpoints"
@@ -143,16 +158,12 @@ def fit(config: dict[str, Any], *, resume: bool = False, callbacks: Sequence[L.C
     spec = load_dataset_yaml(data_cfg["dataset"])
     normalization = data_cfg["normalization"] or get_backbone(model_cfg["backbone"]).normalization
 
-    _quiet_lightning()
     L.seed_everything(trainer_cfg["seed"], workers=True, verbose=False)
-    model = build_model(**model_kwargs(config), num_classes=spec.num_classes, pretrained=model_cfg["pretrained"])
-    table = profile(model, num_segments=model_cfg["num_segments"], input_size=data_cfg["input_size"])
-    meta = {
-        "classes": list(spec.class_names),
-        "input_size": data_cfg["input_size"],
-        "normalization": normalization,
-        "dataset": str(data_cfg["dataset"]),
-    }
+    model = build_model(**model_kwargs(config), num_classes=spec.num_classes, pretrained=model_cfg["pretrained"],
+                        input_size=data_cfg["input_size"], normalization=normalization,
+                        classes=list(spec.class_names))  # fmt: skip
+    table = profile(model, input_size=data_cfg["input_size"])
+    meta = {"dataset": str(data_cfg["dataset"]), "train_config": config}
     module = RecognitionModule(model, table=table, config=config, meta=meta)
     save_config(config, out / "config.yaml")
 

@@ -36,7 +36,7 @@ class PolicyNet(nn.Module):
     Args:
         fcs: the two linear layers, possibly shared with other blocks of equal shape (the official
             ``--shared_policy_net``); BatchNorm always stays per block.
-        decisions: G, the number of decisions per frame (channels / groups).
+        decisions: G, the number of decisions per frame (channels / group_size).
         num_actions: A.
     """
 
