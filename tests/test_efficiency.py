@@ -89,6 +89,8 @@ def test_collapse_warning_fires_on_a_collapsed_policy_and_not_on_a_healthy_one()
     assert "\n" not in message and message.startswith("epoch 5: policy collapse in 2 of 3 blocks")
     assert "layer2.0.fusion collapsed (keep+reuse 6.2% < 10%, skip 93.8%)" in message
     assert "layer3.0.fusion frozen" in message and "layer1.0.fusion" not in message
+    assert message.endswith("(raise loss.cost_target or lower loss.efficiency_weight)")
+    assert "loss.cost_target" not in collapse_warning(blocks[2:])  # frozen only: not a matter of the budget
     assert collapse_warning(blocks[:1]) is None
     assert block_health({"keep": 0.05, "reuse": 0.06, "skip": 0.89}) == "ok"  # 11% alive: above the floor
 
@@ -109,10 +111,13 @@ def test_training_warns_when_the_policy_collapses(tmp_path, caplog, monkeypatch)
 
         def forced(**kwargs):
             model = build(**kwargs)
-            for fusion in model.fusions().values() if action is not None else ():
-                bias = fusion.policy.fc1.bias.data.view(-1, 3)
-                bias.zero_()
-                bias[:, action] = 20.0
+            for fusion in model.fusions().values():
+                if action is None:  # large random weights: the decisions depend on the input, all actions taken
+                    torch.nn.init.normal_(fusion.policy.fc1.weight, 0.0, 1.0)
+                else:
+                    bias = fusion.policy.fc1.bias.data.view(-1, 3)
+                    bias.zero_()
+                    bias[:, action] = 20.0
             return model
 
         monkeypatch.setattr(train, "build_model", forced)
@@ -125,4 +130,4 @@ def test_training_warns_when_the_policy_collapses(tmp_path, caplog, monkeypatch)
     assert len(skip) == 1 and skip[0].startswith("epoch 0: policy collapse in 4 of 4 blocks") and "collapsed" in skip[0]
     header = (tmp_path / "skip" / "metrics.csv").read_text().splitlines()[0]
     assert all(k in header for k in ("val/collapsed_blocks", "train/alive_min", "val/backbone.layer1.0.fusion/skip"))
-    assert run("healthy", None) == []  # the initial policy: near uniform, input-dependent
+    assert run("healthy", None) == []

@@ -96,8 +96,8 @@ def collapse_warning(blocks: Sequence[dict[str, Any]], *, where: str = "", floor
     if not problems:
         return None
     prefix = f"{where}: " if where else ""
-    return (f"{prefix}policy collapse in {len(problems)} of {len(blocks)} blocks: " + "; ".join(problems)
-            + " (lower loss.efficiency_weight or raise loss.cost_target)")
+    advice = " (raise loss.cost_target or lower loss.efficiency_weight)" if "collapsed (" in "".join(problems) else ""
+    return f"{prefix}policy collapse in {len(problems)} of {len(blocks)} blocks: " + "; ".join(problems) + advice
 
 
 def block_shares(mask: torch.Tensor) -> torch.Tensor:
