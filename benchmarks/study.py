@@ -3,6 +3,7 @@ families (``temporal`` and ``static``: an object on a background; ``camera``: ca
 scene).
 
     python benchmarks/study.py --out runs/study [--seeds 0 1 2] [--epochs 15] [--threads 2] [--quick]
+                               [--kinds temporal camera] [--methods tsn adafuse_tsn] [--no-sweeps]
 
 Trains ``configs/demo.yaml`` (resnet10_mini, 64 px, T = 8, the cost budget) with every method of the paper on the
 three benchmarks, for several seeds; on both temporal benchmarks AdaFuse-TSN and AdaFuse-TSM+Last also at the
@@ -177,6 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, help="override the demo's 15 epochs")
     parser.add_argument("--num-videos", type=int, default=480)
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (results depend on it)")
+    parser.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS), help="benchmarks (default all)")
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS), help="methods (default all)")
+    parser.add_argument("--no-sweeps", action="store_true", help="only the demo recipe (e.g. its acceptance check)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke test: 1 epoch, 48 videos, one seed, 3 methods, no sweeps")
     args = parser.parse_args(argv)
@@ -188,11 +192,12 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.quick:
         args.seeds, args.epochs, args.num_videos = args.seeds[:1], 1, 48
-    runs = plan(args.seeds)
+    runs = [r for r in plan(args.seeds) if r["kind"] in args.kinds and r["method"] in args.methods
+            and not (args.no_sweeps and r["overrides"])]
     if args.quick:
         runs = [r for r in runs if r["method"] in ("tsn", "random", "adafuse_tsn") and not r["overrides"]]
     start = time.perf_counter()
-    for kind in KINDS:
+    for kind in args.kinds:
         if not (args.out / "data" / kind / "dataset.yaml").is_file():
             generate_synthetic(kind=kind, out=args.out / "data" / kind, num_videos=args.num_videos, seed=0, workers=2)
     (args.out / "results").mkdir(parents=True, exist_ok=True)
@@ -203,8 +208,10 @@ def main(argv: list[str] | None = None) -> int:
             path.write_text(json.dumps(run_one(run, out=args.out, epochs=args.epochs, quiet=True), indent=1))
         results.append(json.loads(path.read_text()))
     rows = summarize(results)
-    for kind in KINDS:  # Figure 2: every method; AdaFuse-TSN's budget sweep as a curve
+    for kind in args.kinds:  # Figure 2: every method; AdaFuse-TSN's budget sweep as a curve
         plain = [r for r in rows if r["kind"] == kind and r["variant"] == "-"]
+        if not plain:
+            continue
         sweep = [r for r in rows if r["kind"] == kind and r["method"] == "adafuse_tsn"
                  and (r["variant"] == "-" or r["variant"].startswith("budget"))]
         curve = [(r["gflops"], r["top1"], f"budget {r['cost_target']:g}") for r in sweep] if len(sweep) > 1 else []
