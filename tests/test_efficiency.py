@@ -67,11 +67,11 @@ def test_majority_share_by_hand():
     assert majority_share(_mask(actions)).tolist() == [0.75, 0.5]
 
 
-def _metrics_blocks(masks: dict[str, torch.Tensor]) -> list[dict]:
+def _metrics(masks: dict[str, torch.Tensor]) -> dict:
     metrics = RecognitionMetrics(list(masks))
     n = next(iter(masks.values())).shape[0]
     metrics.update(torch.zeros(n, 3), torch.zeros(n, dtype=torch.long), torch.ones(n), masks)
-    return metrics.compute()["blocks"]
+    return metrics.compute()
 
 
 def test_collapse_warning_fires_on_a_collapsed_policy_and_not_on_a_healthy_one():
@@ -80,9 +80,12 @@ def test_collapse_warning_fires_on_a_collapsed_policy_and_not_on_a_healthy_one()
     collapsed = torch.full((4, 8, 16), SKIP)
     collapsed[:, :, 0] = KEEP  # 1 of 16 channels alive: keep + reuse 6%
     frozen = torch.tensor([KEEP, REUSE, SKIP, KEEP] * 4).expand(4, 8, 16)  # alive, but the same in every frame
-    blocks = _metrics_blocks({"layer1.0.fusion": healthy, "layer2.0.fusion": _mask(collapsed),
-                              "layer3.0.fusion": _mask(frozen)})
+    result = _metrics({"layer1.0.fusion": healthy, "layer2.0.fusion": _mask(collapsed),
+                       "layer3.0.fusion": _mask(frozen)})
+    blocks = result["blocks"]
     assert [b["status"] for b in blocks] == ["ok", "collapsed", "frozen"]
+    assert result["policy"]["collapsed_blocks"] == ["layer2.0.fusion"]
+    assert result["policy"]["frozen_blocks"] == ["layer3.0.fusion"]
     assert blocks[1]["keep"] == pytest.approx(1 / 16) and blocks[2]["agreement"] == 1.0
     assert blocks[0]["agreement"] < 0.6
     message = collapse_warning(blocks, where="epoch 5")

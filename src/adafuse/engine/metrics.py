@@ -97,5 +97,6 @@ class RecognitionMetrics(Metric):
             ]
             for block in result["blocks"]:
                 block["status"] = block_health(block)
-            result["policy"]["collapsed_blocks"] = [b["name"] for b in result["blocks"] if b["status"] != "ok"]
+            for status in ("collapsed", "frozen"):
+                result["policy"][f"{status}_blocks"] = [b["name"] for b in result["blocks"] if b["status"] == status]
         return result

@@ -159,6 +159,7 @@ class RecognitionModule(L.LightningModule):
             logs.update({f"val/{b['name']}/{a}": b[a] for a in ("keep", "reuse", "skip", "agreement")})
         if "policy" in result:
             logs["val/collapsed_blocks"] = float(len(result["policy"]["collapsed_blocks"]))
+            logs["val/frozen_blocks"] = float(len(result["policy"]["frozen_blocks"]))
         self.log_dict(logs, prog_bar=False, sync_dist=False)
         self.log("val_top1", result["top1"], prog_bar=True, logger=False)
         self.last_validation = result | {"epoch": self.current_epoch}
