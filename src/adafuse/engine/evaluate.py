@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
-from adafuse.engine.metrics import RecognitionMetrics
+from adafuse.engine.metrics import RecognitionMetrics, confusion_matrix, per_class_accuracy
+from adafuse.engine.progress import iter_progress
 from adafuse.flops import CostTable, adaptive_macs, count_params
 from adafuse.models import Recognizer
 
@@ -40,17 +40,21 @@ def evaluate(
     device: str | torch.device = "cpu",
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Top-1/top-5, adaptive and dense GMACs per video (× views), parameters and policy statistics.
+    """Top-1/top-5, adaptive and dense GMACs per video (× views), parameters, policy statistics and the
+    ``confusion`` matrix (K, K) as lists (row: true class, column: predicted class).
 
     The model runs in eval mode: arg-max policies unless a fusion's ``sample_at_eval`` was set.
     """
     model.eval().to(device)
     metrics = RecognitionMetrics(list(model.fusions())).to(device)
     total = len(loader) if hasattr(loader, "__len__") else None
-    for clips, labels in tqdm(loader, total=total, desc="eval", unit="batch", disable=not progress, leave=False):
+    confusion = None
+    for clips, labels in iter_progress(loader, total=total, desc="eval", enabled=progress):
         logits, macs, policies = predict_batch(model, clips.to(device), table)
         metrics.update(logits, labels.to(device), macs, policies)
+        confusion = confusion_matrix(logits.argmax(1).cpu(), labels.cpu(), logits.shape[1], into=confusion)
     result = metrics.compute()
+    result["confusion"] = confusion.tolist() if confusion is not None else []
     sampled = any(getattr(f, "sample_at_eval", False) for f in model.fusions().values())
     result.update(
         gflops_dense=table.dense_gmacs * views,
@@ -97,6 +101,12 @@ def evaluate_checkpoint(
         raise UserError(
             f"{data} has {spec.num_classes} classes but checkpoint {checkpoint} was trained for {build['num_classes']}"
         )
+    trained = meta.get("classes")
+    if trained and list(trained) != list(spec.class_names):  # same count, another order: labels would not match
+        i, ours = next((i, a) for i, (a, b) in enumerate(zip(spec.class_names, trained, strict=True)) if a != b)
+        hint = ("the same names in another order: list them in the checkpoint's order"
+                if sorted(trained) == sorted(spec.class_names) else "other class names")
+        raise UserError(f"{data}: class {i} is {ours!r} but checkpoint {checkpoint} has {trained[i]!r} there ({hint})")
     size = input_size or meta["input_size"]
     dataset = build_dataset(spec=spec, split=split, num_segments=build["num_segments"], input_size=size,
                             normalization=meta["normalization"], train=False, num_clips=num_clips, num_crops=num_crops)
@@ -108,5 +118,6 @@ def evaluate_checkpoint(
             fusion.sample_at_eval = True
     result = evaluate(model, loader, table=table, views=num_clips * num_crops, device=device, progress=progress)
     result.update(checkpoint=str(checkpoint), dataset=str(data), split=split, method=build["method"],
-                  backbone=build["backbone"], num_segments=build["num_segments"], input_size=size)
+                  backbone=build["backbone"], num_segments=build["num_segments"], input_size=size,
+                  classes=list(spec.class_names), per_class=per_class_accuracy(result["confusion"], spec.class_names))
     return result
