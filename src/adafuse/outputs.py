@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -18,6 +19,8 @@ def check_writable(folder: str | Path) -> Path:
     """Create ``folder`` (with its parents) and write and remove a probe file in it; a :class:`UserError` naming
     the folder and the OS reason if that fails."""
     folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"cannot write to {folder}: {os.strerror(errno.ENOTDIR)}")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-probe.")
