@@ -1,9 +1,10 @@
-"""Experiment configs: YAML files with four sections, command-line overrides, a resolved copy per run.
+"""Experiment configs: YAML files with five sections, command-line overrides, a resolved copy per run.
 
 Every key has a default here; a config file names only what differs, ``key.path=value`` overrides any
 field (the value is parsed as YAML: ``optim.lr=0.01``, ``optim.lr_steps=[20,40]``), and the resolved
-config is written as ``config.yaml`` in the run folder. Unknown keys and wrong types are errors naming the
-file and line. ``model`` holds :func:`adafuse.models.build_model` arguments, so a config row *is* a model.
+config is written as ``config.yaml`` in the run folder. Unknown keys, wrong types, out-of-range values and
+unknown choices are errors naming the key and the file and line; :data:`KEY_HELP` says what each key means.
+``model`` holds :func:`adafuse.models.build_model` arguments, so a config row *is* a model.
 """
 
 from __future__ import annotations
@@ -199,7 +200,7 @@ KEY_HELP: dict[str, str] = {
     "model.lstm_hidden": "lstm: hidden width",
     "data.dataset": "path of a dataset.yaml (adafuse synth / adafuse prepare lists write one)",
     "data.input_size": "side S of the square crops the model sees",
-    "data.normalization": "imagenet or bgr255; null: the backbone's (bgr255 for bninception)",
+    "data.normalization": "input normalisation; null: the backbone's (bgr255 for bninception, else imagenet)",
     "data.batch_size": "videos per batch, per process",
     "data.val_batch_size": "validation batch size; null: batch_size",
     "data.workers": "loader processes per training process",
@@ -222,11 +223,11 @@ KEY_HELP: dict[str, str] = {
     "optim.freeze_bn": "BatchNorm uses its running statistics, affine fixed (fine-tuning with small batches)",
     "trainer.out": "run folder: config.yaml, checkpoints/, metrics.csv, tb/",
     "trainer.seed": "seed of the initialisation, the data order, augmentation and policy noise",
-    "trainer.accelerator": "auto, cpu, gpu (cuda) or mps",
+    "trainer.accelerator": "where to train (gpu and cuda are the same); auto: a GPU when there is one",
     "trainer.devices": "devices (processes) per node: a count, a list of indices, or auto",
     "trainer.num_nodes": "machines",
     "trainer.strategy": "Lightning strategy: auto, ddp, ddp_spawn, ...",
-    "trainer.precision": "auto (16-mixed on GPU, 32-true on CPU), 32-true, 16-mixed, bf16-mixed, ...",
+    "trainer.precision": "numeric precision; auto: 16-mixed on a GPU, 32-true on the CPU",
     "trainer.sync_batchnorm": "synchronise BatchNorm statistics across processes",
     "trainer.accumulate": "batches per optimizer step (gradient accumulation)",
     "trainer.checkpoint_every_steps": "also write last.ckpt every N optimizer steps; 0: after each epoch only",

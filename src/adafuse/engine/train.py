@@ -158,6 +158,8 @@ class TrainProgress(L.Callback):
         self.run_start = time.perf_counter()
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:  # noqa: D102
+        if not trainer.is_global_zero:  # one process reports
+            return
         total = trainer.num_training_batches
         self.epoch_start = time.perf_counter()
         self.train = Meter(
@@ -172,6 +174,8 @@ class TrainProgress(L.Callback):
             self.train.update(**({"loss": float(loss)} if loss is not None else {}))
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:  # noqa: D102
+        if not trainer.is_global_zero:
+            return
         total = sum(trainer.num_val_batches) if trainer.num_val_batches else 0
         self.val = Meter("validation", total=int(total) if total != float("inf") else None)
 
@@ -194,10 +198,10 @@ class TrainProgress(L.Callback):
         if "val_top1" in metrics:
             parts.append(f"val top-1 {float(metrics['val_top1']):.2f}%")
         epoch_seconds = time.perf_counter() - self.epoch_start
-        timing = f"{_duration(epoch_seconds)}, {_duration(time.perf_counter() - self.run_start)} in all"
+        timing = f"{_duration(epoch_seconds)}; {_duration(time.perf_counter() - self.run_start)} in all"
         epochs_left = trainer.max_epochs - trainer.current_epoch - 1
         if epochs_left > 0:
-            timing += f", ETA {_duration(epochs_left * epoch_seconds)}"
+            timing += f"; ETA {_duration(epochs_left * epoch_seconds)}"
         self.train.close(", ".join(parts) + f" ({timing})")
         self.train = None
 
