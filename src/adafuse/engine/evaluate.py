@@ -102,7 +102,8 @@ def evaluate_checkpoint(
             f"{data} has {spec.num_classes} classes but checkpoint {checkpoint} was trained for {build['num_classes']}"
         )
     trained = meta.get("classes")
-    if trained and list(trained) != list(spec.class_names):  # same count, another order: labels would not match
+    unnamed = [str(i) for i in range(spec.num_classes)]  # a dataset.yaml with num_classes only names none
+    if trained and unnamed not in (list(trained), list(spec.class_names)) and list(trained) != list(spec.class_names):
         i, ours = next((i, a) for i, (a, b) in enumerate(zip(spec.class_names, trained, strict=True)) if a != b)
         hint = ("the same names in another order: list them in the checkpoint's order"
                 if sorted(trained) == sorted(spec.class_names) else "other class names")

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import av
 import lightning as L
 import numpy as np
 import torch
@@ -270,14 +271,19 @@ def _check_trains_something(config: dict[str, Any], train_set: ClipDataset, worl
         )
 
 
-def frame_stride(train_set: ClipDataset, num_segments: int, *, probe: int = 32) -> int:
+def frame_stride(train_set: ClipDataset, num_segments: int, *, probe: int = 32) -> int | None:
     """Frames between two sampled frames in training, on average: mean frames per video / T (at least 1).
-    Frame-folder lists give every count; for video files, the containers of up to ``probe`` videos are read."""
+    Frame-folder lists give every count; for video files, the containers of up to ``probe`` videos are read
+    (None if none can be: the loader reports those files)."""
     counts = [r.num_frames for r in train_set.records if r.num_frames is not None]
     if not counts:
         step = max(1, len(train_set.records) // probe)
-        counts = [count_frames(Path(train_set.reader.root) / r.path) for r in train_set.records[::step][:probe]]
-    return max(1, round(float(np.mean(counts)) / num_segments))
+        for record in train_set.records[::step][:probe]:
+            try:
+                counts.append(count_frames(Path(train_set.reader.root) / record.path))
+            except (OSError, ValueError, av.FFmpegError):
+                continue
+    return max(1, round(float(np.mean(counts)) / num_segments)) if counts else None
 
 
 def _remove_stale_temporaries(ckpt_dir: Path) -> None:
