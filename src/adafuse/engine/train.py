@@ -82,6 +82,7 @@ class ClipDataModule(L.LightningDataModule):
             normalization=self.normalization,
             seed=self.config["trainer"]["seed"],
             on_error=data["on_error"],
+            min_frames=data["min_frames"],
         )
 
     def _loader(self, split: str, *, batch_size: int, shuffle: bool) -> ClipLoader:
@@ -151,7 +152,7 @@ def fit(config: dict[str, Any], *, resume: bool = False, callbacks: Sequence[L.C
         "classes": list(spec.class_names),
         "input_size": data_cfg["input_size"],
         "normalization": normalization,
-        "dataset": str(data_cfg["dataset"]),
+        "dataset": str(Path(data_cfg["dataset"]).resolve()),
     }
     module = RecognitionModule(model, table=table, config=config, meta=meta)
     save_config(config, out / "config.yaml")
