@@ -22,6 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--input-size", type=int, help="crop size (default: the checkpoint's)")
     p.add_argument("--num-clips", type=int, default=1, help="clips per video (views are averaged)")
     p.add_argument("--num-crops", type=int, default=1, choices=(1, 3), help="1 centre crop or 3 crops")
+    p.add_argument("--min-frames", type=int, default=1, help="drop videos listed with fewer frames (official: 3)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
@@ -45,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         args.checkpoint, data=args.data, split=args.split, num_segments=args.num_segments,
         input_size=args.input_size, num_clips=args.num_clips, num_crops=args.num_crops, batch_size=args.batch_size,
         workers=args.workers, device=args.device, sample_policy=args.sample_policy, seed=args.seed,
-        progress=not args.json,
+        progress=not args.json, min_frames=args.min_frames,
     )
     if args.report:
         args.report.parent.mkdir(parents=True, exist_ok=True)

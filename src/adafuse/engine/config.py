@@ -57,6 +57,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "val_batch_size": None,  # default: batch_size
         "workers": 2,
         "on_error": "raise",  # or "skip": warn, count and drop unreadable samples
+        "min_frames": 1,  # drop (and count) videos listed with fewer frames; the official code drops under 3
     },
     "loss": {
         "efficiency_weight": 0.1,  # λ of Eq. 6

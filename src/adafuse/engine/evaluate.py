@@ -85,10 +85,12 @@ def evaluate_checkpoint(
     sample_policy: bool = False,
     seed: int = 0,
     progress: bool = True,
+    min_frames: int = 1,
 ) -> dict[str, Any]:
     """:func:`evaluate` a checkpoint on a dataset split (default: the dataset it was trained on), with the
     checkpoint's transforms; clips (N, T, 3, S, S) or (N, V, T, 3, S, S) for V = num_clips × num_crops views.
-    ``sample_policy`` draws Gumbel-sampled policies seeded by ``seed`` (the official protocol)."""
+    ``sample_policy`` draws Gumbel-sampled policies seeded by ``seed`` (the official protocol); ``min_frames=3``
+    drops the videos the official loader drops."""
     from adafuse.checkpoint import load_model
     from adafuse.data.dataset import build_dataset
     from adafuse.data.loader import build_loader
@@ -108,7 +110,8 @@ def evaluate_checkpoint(
         )
     size = input_size or config.input_size
     dataset = build_dataset(spec=spec, split=split, num_segments=config.num_segments, input_size=size,
-                            normalization=config.normalization, train=False, num_clips=num_clips, num_crops=num_crops)
+                            normalization=config.normalization, train=False, num_clips=num_clips, num_crops=num_crops,
+                            min_frames=min_frames)
     loader = build_loader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
     table = profile(model, input_size=size)
     result = evaluate(model, loader, table=table, views=num_clips * num_crops, device=device,

@@ -83,6 +83,7 @@ class ClipDataModule(L.LightningDataModule):
             normalization=self.normalization,
             seed=self.config["trainer"]["seed"],
             on_error=data["on_error"],
+            min_frames=data["min_frames"],
         )
 
     def _loader(self, split: str, *, batch_size: int, shuffle: bool) -> ClipLoader:
@@ -163,7 +164,7 @@ def _fit(config: dict[str, Any], *, resume: bool, callbacks: Sequence[L.Callback
                         input_size=data_cfg["input_size"], normalization=normalization,
                         classes=list(spec.class_names))  # fmt: skip
     table = profile(model, input_size=data_cfg["input_size"])
-    meta = {"dataset": str(data_cfg["dataset"]), "train_config": config}
+    meta = {"dataset": str(Path(data_cfg["dataset"]).resolve()), "train_config": config}
     module = RecognitionModule(model, table=table, config=config, meta=meta)
     save_config(config, out / "config.yaml")
 
