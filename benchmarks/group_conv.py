@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _machine import describe_machine
 from torch import nn
 
+from _machine import describe_machine
 from adafuse.inference.group_conv import GroupSparseConv
 from adafuse.inference.kernels import FoldedConv, to_channels_last
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import functools
 import os
-import time
 import warnings
 from pathlib import Path
 
@@ -39,11 +38,17 @@ _TILE_PIXELS = 256
 @functools.cache
 def extension_ops() -> object | None:
     """The compiled ops namespace (``torch.ops.adafuse_group_conv``), built on first call; None, with one warning,
-    when it cannot be built. :data:`build_seconds` records how long the (possibly cached) build took."""
-    global build_seconds
-    start = time.perf_counter()
+    when it cannot be built (the first build takes about half a minute; later processes load the cached build)."""
+    path = os.environ.get("PATH", "")
     try:
         from torch.utils.cpp_extension import load
+
+        try:  # the ninja package's binary, for a virtual environment that is used without being activated
+            import ninja
+
+            os.environ["PATH"] = os.pathsep.join([ninja.BIN_DIR, path])
+        except ImportError:
+            pass
 
         # The heavy lifting is oneDNN's JIT code; the compiler only vectorises the epilogue, for this machine's
         # vector unit (named in the build's name, so machines sharing a cache directory do not mix builds).
@@ -64,11 +69,9 @@ def extension_ops() -> object | None:
             stacklevel=2,
         )
         return None
-    build_seconds = time.perf_counter() - start
+    finally:
+        os.environ["PATH"] = path
     return torch.ops.adafuse_group_conv
-
-
-build_seconds: float | None = None
 
 
 class GroupSparseConv:
@@ -104,9 +107,7 @@ class GroupSparseConv:
             # (G_out, taps, C_in, group): for output group j and tap t, a K-major (C_in, group) block, so a run of
             # input channels is one contiguous (K, group) matrix of the micro-kernel.
             g_out = c_out // group_size
-            self._packed = (
-                self.weight.view(g_out, group_size, c_in, kh * kw).permute(0, 3, 2, 1).contiguous()
-            )
+            self._packed = self.weight.view(g_out, group_size, c_in, kh * kw).permute(0, 3, 2, 1).contiguous()
 
     @property
     def backend(self) -> str:
