@@ -7,7 +7,8 @@ For every layer, batch, thread count and group size, and each active share (outp
 time of :class:`~adafuse.inference.group_conv.GroupSparseConv` (random groups per sample, exactly the share) as a
 ratio to the dense pre-packed oneDNN conv (``FoldedConv.dense``) on the same input, and to the ideal: oneDNN on
 pre-sliced, pre-packed weights of the active size. The 100% × 100% row is the everything-kept call (no masks).
-Min over interleaved, shuffled rounds, each call after an 8 MiB cache flush. Writes ``group_conv.json`` (every
+Min over interleaved, shuffled rounds, each call after an 8 MiB cache flush (wall clock, or with ``--clock cpu``
+the calling thread's CPU time at 1 thread, which a loaded machine distorts less). Writes ``group_conv.json`` (every
 measurement) and ``group_conv.md`` (the table, machine and command) to ``--out`` and prints the table.
 """
 
@@ -54,16 +55,21 @@ def folded(c_in: int, c_out: int, k: int, stride: int, gen: torch.Generator) -> 
     return FoldedConv(conv, None)
 
 
+def active(share: float, groups: int) -> int:
+    """Groups active at a share: the nearest whole number, at least one."""
+    return max(1, int(share * groups + 0.5))
+
+
 def exact_masks(batch: int, groups_out: int, groups_in: int, share: tuple[float, float], rng: np.random.Generator):
-    """``out_groups (B, G_out)`` bool and ``in_source (B, G_in)`` (row b or -1), exactly the share in every sample,
-    different groups per sample; None, None for everything kept."""
+    """``out_groups (B, G_out)`` bool and ``in_source (B, G_in)`` (row b or -1), the same number of groups in every
+    sample (:func:`active`), different groups per sample; None, None for everything kept."""
     if share == (1.0, 1.0):
         return None, None
     out_groups = np.zeros((batch, groups_out), dtype=bool)
     in_source = np.full((batch, groups_in), -1, dtype=np.int64)
     for b in range(batch):
-        out_groups[b, rng.permutation(groups_out)[: round(share[0] * groups_out)]] = True
-        in_source[b, rng.permutation(groups_in)[: round(share[1] * groups_in)]] = b
+        out_groups[b, rng.permutation(groups_out)[: active(share[0], groups_out)]] = True
+        in_source[b, rng.permutation(groups_in)[: active(share[1], groups_in)]] = b
     return torch.from_numpy(out_groups), torch.from_numpy(in_source)
 
 
@@ -85,7 +91,9 @@ def min_times(runs: dict, *, rounds: int, flush_bytes: int, clock=time.perf_coun
     return {k: float(min(v)) for k, v in times.items()}
 
 
-def measure_layer(name: str, *, batch: int, threads: int, groups: list[int], rounds: int, flush_bytes: int) -> list:
+def measure_layer(
+    name: str, *, batch: int, threads: int, groups: list[int], rounds: int, flush_bytes: int, clock
+) -> list:
     c_in, c_out, k, stride, size = LAYERS[name]
     torch.set_num_threads(threads)
     gen = torch.Generator().manual_seed(0)
@@ -94,12 +102,11 @@ def measure_layer(name: str, *, batch: int, threads: int, groups: list[int], rou
     x = to_channels_last(torch.randn(batch, c_in, size, size, generator=gen))
     out = to_channels_last(torch.zeros(dense.dense(x, relu=True).shape))
     runs = {"dense": lambda: dense.dense(x, relu=True)}
-    for share in SHARES:
-        if share == (1.0, 1.0):
-            continue
-        ideal = folded(round(share[1] * c_in), round(share[0] * c_out), k, stride, gen)
-        xi = to_channels_last(torch.randn(batch, ideal.in_channels, size, size, generator=gen))
-        runs[("ideal", share)] = lambda ideal=ideal, xi=xi: ideal.dense(xi, relu=True)
+    sizes = {(active(o, c_out // g) * g, active(i, c_in // g) * g) for g in groups for o, i in SHARES}
+    for n_out, n_in in sizes - {(c_out, c_in)}:  # the ideal: oneDNN on exactly the active channels
+        ideal = folded(n_in, n_out, k, stride, gen)
+        xi = to_channels_last(torch.randn(batch, n_in, size, size, generator=gen))
+        runs[("ideal", n_out, n_in)] = lambda ideal=ideal, xi=xi: ideal.dense(xi, relu=True)
     for g in groups:
         conv = GroupSparseConv(dense.weight, dense.bias, stride=stride, padding=k // 2, group_size=g)
         for share in SHARES:
@@ -108,14 +115,15 @@ def measure_layer(name: str, *, batch: int, threads: int, groups: list[int], rou
                 x, out=out, out_groups=og, in_source=src, relu=True
             )
     with torch.inference_mode():
-        t = min_times(runs, rounds=rounds, flush_bytes=flush_bytes)
+        t = min_times(runs, rounds=rounds, flush_bytes=flush_bytes, clock=clock)
     rows = []
     for g in groups:
         for share in SHARES:
-            ideal = t["dense"] if share == (1.0, 1.0) else t[("ideal", share)]
+            n_out, n_in = active(share[0], c_out // g) * g, active(share[1], c_in // g) * g
+            ideal = t.get(("ideal", n_out, n_in), t["dense"])
             rows.append({
                 "layer": name, "batch": batch, "threads": threads, "groups": g, "out_share": share[0],
-                "in_share": share[1], "mac_share": share[0] * share[1], "kernel_ms": t[(g, share)] * 1e3,
+                "in_share": share[1], "mac_share": n_out * n_in / (c_out * c_in), "kernel_ms": t[(g, share)] * 1e3,
                 "dense_ms": t["dense"] * 1e3, "ideal_ms": ideal * 1e3, "kernel_vs_dense": t[(g, share)] / t["dense"],
                 "kernel_vs_ideal": t[(g, share)] / ideal, "ideal_vs_dense": ideal / t["dense"],
             })  # fmt: skip
@@ -123,8 +131,8 @@ def measure_layer(name: str, *, batch: int, threads: int, groups: list[int], rou
 
 
 def markdown_table(rows: list[dict]) -> str:
-    """One line per (layer, batch, threads, groups); per share: kernel / dense (kernel / ideal); then a line with
-    ideal / dense per (layer, batch, threads)."""
+    """One line per (layer, batch, threads, groups); per share: kernel / dense (kernel / ideal), and the ideal's
+    ratio to dense as [ideal / dense]."""
     head = "| layer | B | threads | groups | " + " | ".join(f"{o:.0%}×{i:.0%}" for o, i in SHARES) + " |"
     lines = [head, "|" + "---|" * (4 + len(SHARES))]
     keys = dict.fromkeys((r["layer"], r["batch"], r["threads"]) for r in rows)
@@ -132,11 +140,11 @@ def markdown_table(rows: list[dict]) -> str:
         cell = [r for r in rows if (r["layer"], r["batch"], r["threads"]) == (layer, batch, threads)]
         for g in dict.fromkeys(r["groups"] for r in cell):
             by = {(r["out_share"], r["in_share"]): r for r in cell if r["groups"] == g}
-            vals = " | ".join(f"{by[s]['kernel_vs_dense']:.2f} ({by[s]['kernel_vs_ideal']:.2f})" for s in SHARES)
+            vals = " | ".join(
+                f"{by[s]['kernel_vs_dense']:.2f} ({by[s]['kernel_vs_ideal']:.2f}) [{by[s]['ideal_vs_dense']:.2f}]"
+                for s in SHARES
+            )
             lines.append(f"| {layer} | {batch} | {threads} | {g} | {vals} |")
-        by = {(r["out_share"], r["in_share"]): r for r in cell}
-        ideal = " | ".join(f"{by[s]['ideal_vs_dense']:.2f}" for s in SHARES)
-        lines.append(f"| {layer} | {batch} | {threads} | ideal | {ideal} |")
     return "\n".join(lines)
 
 
@@ -148,6 +156,10 @@ def main() -> None:
     p.add_argument("--groups", nargs="+", type=int, default=[32, 16])
     p.add_argument("--rounds", type=int, default=15)
     p.add_argument("--flush-mb", type=int, default=8)
+    p.add_argument(
+        "--clock", choices=["wall", "cpu"], default="wall",
+        help="cpu: the calling thread's CPU time at 1 thread (robust on a loaded machine; wall at 2 threads)",
+    )  # fmt: skip
     p.add_argument("--out", type=Path, default=Path("runs/group_conv"))
     args = p.parse_args()
 
@@ -159,6 +171,7 @@ def main() -> None:
                 rows += measure_layer(
                     layer, batch=batch, threads=threads, groups=args.groups, rounds=args.rounds,
                     flush_bytes=args.flush_mb << 20,
+                    clock=time.thread_time if args.clock == "cpu" and threads == 1 else time.perf_counter,
                 )  # fmt: skip
                 print(markdown_table([r for r in rows if r["layer"] == layer and r["batch"] == batch
                                       and r["threads"] == threads]).split("\n", 2)[2], flush=True)  # fmt: skip
