@@ -44,7 +44,7 @@ inline void valid_range(int64_t size, int64_t out_size, int64_t tap, const Geome
   hi = size - 1 - shift < 0 ? 0 : std::min(out_size, (size - 1 - shift) / g.stride + 1);
 }
 
-// Accumulates the output tile of sample rows [y0, y1), output channels [n0, n0 + gs) into acc: n_acc tiles of
+// Accumulates the output tile of rows [y0, y1), output group j, of one sample (its runs) into acc: n_acc tiles of
 // (y1 - y0) * Wo rows by gs columns. The centre tap (dy, dx) = (pad, pad) of the first run touches every pixel a
 // tile's epilogue reads (the centre row of a flat tap block covers every column its tile keeps), so it writes
 // instead of adding and no tile needs zeroing first, unless there is no run at all.
