@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from _machine import describe_machine
-from adafuse.inference.latency import markdown_table, measure_latency
+from adafuse.bench.latency import markdown_table, measure_latency
 
 
 def main() -> None:
@@ -28,7 +28,7 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--input-size", type=int, default=224)
     p.add_argument("--policy-hidden", type=int, default=64)
-    p.add_argument("--policy-groups", type=int, default=1)
+    p.add_argument("--policy-group-size", "--policy-groups", type=int, default=1)
     p.add_argument("--out", type=Path, default=Path("runs/latency"))
     args = p.parse_args()
 
@@ -40,7 +40,7 @@ def main() -> None:
                     measure_latency(
                         backbone=backbone or "", threads=threads, policy=policy, checkpoint=args.checkpoint,
                         frames=args.frames, warmup=args.warmup, input_size=args.input_size,
-                        policy_hidden=args.policy_hidden, policy_groups=args.policy_groups,
+                        policy_hidden=args.policy_hidden, policy_group_size=args.policy_group_size,
                     )
                 )  # fmt: skip
                 print(markdown_table(rows[-1:]).splitlines()[-1], flush=True)

@@ -27,9 +27,8 @@ import torch
 from PIL import Image
 
 from _machine import describe_machine
-from adafuse.commands.train import resolve_config
 from adafuse.data.spec import save_dataset_yaml
-from adafuse.engine.config import load_config
+from adafuse.engine.config import load_config, resolve_config
 from adafuse.engine.evaluate import evaluate_checkpoint
 from adafuse.engine.train import fit, resolve_precision
 

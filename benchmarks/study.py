@@ -46,8 +46,7 @@ def plan(seeds: list[int]) -> list[dict]:
 
 def run_one(run: dict, *, out: Path, epochs: int | None, quiet: bool) -> dict:
     """Train and evaluate one run; returns its result (also written to ``out/results``)."""
-    from adafuse.commands.train import resolve_config
-    from adafuse.engine.config import load_config
+    from adafuse.engine.config import load_config, resolve_config
     from adafuse.engine.evaluate import evaluate_checkpoint
     from adafuse.engine.train import fit
 

@@ -73,12 +73,13 @@ def test_dense_gmacs_and_module_shapes():
     fused = {}
     for name, m in model.backbone.named_children():
         if isinstance(m, AdaptiveFusion):
-            m.register_forward_hook(lambda m, i, o, name=name: fused.__setitem__(name, (i[0].shape, o.shape)))
-    table = profile(model, num_segments=8, input_size=224)
+            m.register_forward_hook(lambda m, i, o, name=name: fused.__setitem__(name, (i[0].shape, i[1].shape)))
+    model(torch.empty(1, 8, 3, 224, 224, device="meta"))
+    table = profile(model, input_size=224)
     sizes = [28] * 2 + [14] * 5 + [7] * 3  # 3x, 4x, 5x output resolutions
     expected = [(ci, c, s) for (ci, c), s in zip(MODULE_CHANNELS, sizes, strict=True)]
-    assert [(i[1], o[1], o[2]) for i, o in fused.values()] == expected  # (C_in, C, H) per module
-    tsn = profile(meta_model(), num_segments=8, input_size=224).dense_gmacs
+    assert [(x[1], y[1], y[2]) for x, y in fused.values()] == expected  # (C_in, C, H) per module
+    tsn = profile(meta_model(), input_size=224).dense_gmacs
     assert tsn == pytest.approx(16.4, rel=0.01)  # paper; conv+linear MACs give 16.25
     assert tsn == pytest.approx(16.25, abs=0.01)
     # the policy nets are in the dense cost: per frame H·Σ(2·C_in + 3·C)
@@ -87,7 +88,7 @@ def test_dense_gmacs_and_module_shapes():
 
 
 def test_per_branch_cost_links():
-    table = profile(meta_model("adafuse_tsn", policy_hidden=8), num_segments=8, input_size=224)
+    table = profile(meta_model("adafuse_tsn", policy_hidden=8), input_size=224)
     per_frame = {k.removeprefix("backbone."): v / 8 for k, v in table.per_module.items()}
 
     def per_channel(conv, channels):

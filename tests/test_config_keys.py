@@ -8,9 +8,8 @@ from pathlib import Path
 import yaml
 
 from adafuse.cli import main
-from adafuse.commands.train import resolve_config
 from adafuse.data.spec import load_dataset_yaml
-from adafuse.engine.config import DEFAULTS, KEY_HELP, load_config, reference_table
+from adafuse.engine.config import DEFAULTS, KEY_HELP, load_config, reference_table, resolve_config
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 

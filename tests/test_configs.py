@@ -28,7 +28,7 @@ def test_there_is_a_config_per_paper_row():
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
 def test_config_builds(path):
     config, model = build(path)
-    assert model.method == config["model"]["method"]
+    assert model.config.method == config["model"]["method"]
 
 
 @pytest.mark.parametrize(

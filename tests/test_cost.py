@@ -5,11 +5,12 @@ import torch
 
 from adafuse.flops import adaptive_macs, fusion_saving, profile, upstream_saving
 from adafuse.layers import KEEP, REUSE, SKIP
+from adafuse.layers.actions import actions_to_mask
 from adafuse.models import build_model
 from conftest import force_policy, tiny_clip
 
 # One video, T = 3, C = 2.   t=0: (keep, skip)   t=1: (reuse, keep)   t=2: (skip, reuse)
-MASK = torch.nn.functional.one_hot(torch.tensor([[[KEEP, SKIP], [REUSE, KEEP], [SKIP, REUSE]]]), 3).float()
+MASK = actions_to_mask(torch.tensor([[[KEEP, SKIP], [REUSE, KEEP], [SKIP, REUSE]]]))
 UP = torch.tensor([10.0, 20.0])  # MACs per frame to compute channel 0 / 1
 DOWN = torch.tensor([1.0, 2.0])  # MACs per frame the consumer spends on input channel 0 / 1
 
@@ -24,7 +25,7 @@ def test_upstream_saving_by_hand():
 
 
 def test_channel_reused_next_frame_is_paid_even_when_not_kept():
-    mask = torch.nn.functional.one_hot(torch.tensor([[[SKIP], [REUSE]]]), 3).float()
+    mask = actions_to_mask(torch.tensor([[[SKIP], [REUSE]]]))
     assert upstream_saving(mask).tolist() == [[[0], [1]]]
 
 
@@ -48,31 +49,32 @@ def test_all_keep_saves_nothing_and_skip_only_bound():
 def test_model_cost_all_keep_equals_dense_and_skip_matches_block_table():
     model = build_model(backbone="resnet18", method="adafuse_tsn", num_classes=5, num_segments=3, policy_hidden=8)
     model.eval()
-    table = profile(model, num_segments=3, input_size=32)
+    table = profile(model, input_size=32)
     x = tiny_clip()
     force_policy(model, KEEP)
-    model(x)
-    assert adaptive_macs(model, table, batch_size=2).tolist() == [table.dense_macs] * 2
+    policies = model.forward_with_policies(x)[1]
+    assert adaptive_macs(policies, table, batch_size=2).tolist() == [table.dense_macs] * 2
     force_policy(model, SKIP)
-    model(x)
+    policies = model.forward_with_policies(x)[1]
     conv12 = sum(v for k, v in table.per_module.items() if k.endswith(("conv1", "conv2")) and "layer" in k)
-    assert adaptive_macs(model, table, batch_size=2).tolist() == pytest.approx([table.dense_macs - conv12] * 2)
+    assert adaptive_macs(policies, table, batch_size=2).tolist() == pytest.approx([table.dense_macs - conv12] * 2)
     # upper bound: only the consumer (conv2) savings
     conv2 = sum(v for k, v in table.per_module.items() if k.endswith("conv2"))
-    upb = adaptive_macs(model, table, batch_size=2, mode="upb")
+    upb = adaptive_macs(policies, table, batch_size=2, mode="upb")
     assert upb.tolist() == pytest.approx([table.dense_macs - conv2] * 2)
 
 
 def test_tsn_cost_is_dense_and_cgnet_saves():
     tsn = build_model(backbone="resnet18", method="tsn", num_classes=5, num_segments=3).eval()
-    table = profile(tsn, num_segments=3, input_size=32)
-    tsn(tiny_clip())
-    assert adaptive_macs(tsn, table, batch_size=2).tolist() == [table.dense_macs] * 2
+    table = profile(tsn, input_size=32)
+    assert adaptive_macs(tsn.forward_with_policies(tiny_clip())[1], table, batch_size=2).tolist() == (
+        [table.dense_macs] * 2
+    )
     cg = build_model(backbone="resnet18", method="cgnet", num_classes=5, num_segments=3).eval()
-    table = profile(cg, num_segments=3, input_size=32)
+    table = profile(cg, input_size=32)
     for m in cg.modules():
         if hasattr(m, "threshold_loss"):
             torch.nn.init.constant_(m.threshold, 1e6)  # everything gated off
-    cg(tiny_clip())
+    policies = cg.forward_with_policies(tiny_clip())[1]
     conv1 = sum(v for k, v in table.per_module.items() if k.endswith("conv1") and "layer" in k)
-    assert adaptive_macs(cg, table, batch_size=2).tolist() == pytest.approx([table.dense_macs - 0.75 * conv1] * 2)
+    assert adaptive_macs(policies, table, batch_size=2).tolist() == pytest.approx([table.dense_macs - 0.75 * conv1] * 2)

@@ -53,7 +53,7 @@ def test_layout_matches_torchvision(name, size, features, imagenet_params):
      ("efficientnet_b3", 14.4, 14.60)],
 )  # fmt: skip
 def test_dense_gmacs_at_native_resolution(name, paper, conv_macs):
-    gmacs = profile(meta_model(name), num_segments=8, input_size=get_backbone(name).input_size).dense_gmacs
+    gmacs = profile(meta_model(name), input_size=get_backbone(name).input_size).dense_gmacs
     assert gmacs == pytest.approx(paper, rel=0.03)
     assert gmacs == pytest.approx(conv_macs, abs=0.01)  # performance notes §3: conv MACs incl. SE, + head
 
@@ -95,7 +95,7 @@ def test_fusion_placement_and_cost_links():
     # expanded: fused after the 1×1 expansion (16 -> 96), read by the depthwise conv; the policy sees 16
     assert second.fusion.channels == 96 and second.fusion.policy.fc0.in_features == 2 * 16
     assert second.first_conv.kernel_size == (1, 1) and second.second_conv.groups == 96
-    table = profile(model, num_segments=3, input_size=64)
+    table = profile(model, input_size=64)
     per_frame = {k: v / 3 for k, v in table.per_module.items()}
     up, down = table.fusion["backbone.features.2.0.fusion"]
     assert torch.allclose(up, torch.full((96,), per_frame["backbone.features.2.0.block.0.0"] / 96))

@@ -12,7 +12,7 @@ from adafuse.data.synthetic import generate_synthetic
 from adafuse.engine.config import load_config
 from adafuse.engine.module import RecognitionModule, optimizer_groups
 from adafuse.engine.train import fit, resolve_precision
-from adafuse.flops import adaptive_macs, profile
+from adafuse.flops import profile
 from adafuse.models import build_model
 
 TINY = [
@@ -46,9 +46,11 @@ def _train_on_one_batch(weight: float, steps: int = 25) -> tuple[list[float], li
     config = load_config(
         None, [f"loss.efficiency_weight={weight}", "optim.weight_decay=0", "optim.lr=0.01", "optim.policy_lr_scale=100"]
     )
-    table = profile(model, num_segments=3, input_size=32)
+    table = profile(model, input_size=32)
     module = RecognitionModule(model, table=table, config=config, meta={})
-    module.log = module.log_dict = lambda *a, **k: None  # no trainer attached
+    logged = []
+    module.log = lambda *a, **k: None  # no trainer attached
+    module.log_dict = lambda logs, **k: logged.append(logs)
     optimizer = module.configure_optimizers()["optimizer"]
     x, y = torch.randn(8, 3, 3, 32, 32), torch.arange(8) % 4
     losses, costs = [], []
@@ -59,7 +61,7 @@ def _train_on_one_batch(weight: float, steps: int = 25) -> tuple[list[float], li
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
-        costs.append(adaptive_macs(model, table, batch_size=8).mean().item() / table.dense_macs)
+        costs.append(logged[-1]["train/gflops"].item() * 1e9 / table.dense_macs)  # the step's own policy cost
     return losses, costs
 
 
@@ -166,20 +168,20 @@ def test_one_line_errors(dataset, tmp_path, capsys):
     # a checkpoint of another architecture, and one trained for another class count
     ckpt = tmp_path / "other.ckpt"
     other = build_model(backbone="resnet18", method="tsn", num_classes=8, num_segments=3)
-    torch.save({"state_dict": {"model.head.weight": torch.zeros(3, 3)}, "adafuse": {"build": other.build_args}}, ckpt)
+    meta = {"config": other.config.to_dict()}
+    torch.save({"state_dict": {"model.head.weight": torch.zeros(3, 3)}, "adafuse": meta}, ckpt)
     assert "weights do not fit tsn / resnet18" in _error(capsys, ["eval", "--checkpoint", str(ckpt)])
     from adafuse.checkpoint import save_model
 
-    save_model(ckpt, build_model(backbone="resnet18", method="tsn", num_classes=5, num_segments=3),
-               input_size=32, normalization="imagenet", classes=None)
+    save_model(ckpt, build_model(backbone="resnet18", method="tsn", num_classes=5, num_segments=3, input_size=32))
     err = _error(capsys, ["eval", "--checkpoint", str(ckpt), "--data", str(dataset)])
     assert "has 8 classes but checkpoint" in err and "was trained for 5" in err
     # the same classes in another order (as `prepare lists --source tree` sorts them): refused, not 12% silently
     from adafuse.data.spec import load_dataset_yaml
 
     names = list(load_dataset_yaml(dataset).class_names)
-    save_model(ckpt, build_model(backbone="resnet18", method="tsn", num_classes=8, num_segments=3),
-               input_size=32, normalization="imagenet", classes=sorted(names, reverse=True))
+    save_model(ckpt, build_model(backbone="resnet18", method="tsn", num_classes=8, num_segments=3, input_size=32,
+                                 classes=sorted(names, reverse=True)))
     err = _error(capsys, ["eval", "--checkpoint", str(ckpt), "--data", str(dataset)])
     assert err == (f"adafuse eval: error: {dataset}: class 0 is {names[0]!r} but checkpoint {ckpt} has "
                    f"{sorted(names, reverse=True)[0]!r} there (the same names in another order: list them in the "

@@ -17,13 +17,14 @@ from adafuse.layers import (
     ThresholdFusion,
     fuse,
 )
+from adafuse.layers.actions import actions_to_mask
 from adafuse.models import build_model
 from conftest import force_policy, tiny_clip
 
 
 def onehot(actions):
-    """(N, T, C) action indices -> (N, T, C, 3) one-hot mask."""
-    return torch.nn.functional.one_hot(torch.tensor(actions), 3).float()
+    """(N, T, G) action indices -> (N, T, G, 3) policy mask."""
+    return actions_to_mask(torch.tensor(actions))
 
 
 def test_fuse_keep_reuse_skip_by_hand():
@@ -55,8 +56,9 @@ def test_all_keep_adafuse_equals_tsn_exactly(backbone):
     assert missing and all(".fusion." in k for k in missing)
     force_policy(ada, KEEP)
     x = tiny_clip()
-    assert torch.equal(ada(x), tsn(x))
-    assert all(bool((m[..., KEEP] == 1).all()) for m in ada.policies().values())
+    logits, policies = ada.forward_with_policies(x)
+    assert torch.equal(logits, tsn(x))
+    assert set(policies) == set(ada.fusions()) and all(bool((m[..., KEEP] == 1).all()) for m in policies.values())
 
 
 def test_all_skip_and_all_reuse_change_the_output_as_specified():
@@ -80,9 +82,9 @@ def test_all_skip_and_all_reuse_change_the_output_as_specified():
 def test_straight_through_gradients_reach_the_policy():
     model = build_model(backbone="resnet18", method="adafuse_tsn", num_classes=5, num_segments=3, policy_hidden=8)
     model.train()
-    table = profile(model, num_segments=3, input_size=32)
-    logits = model(tiny_clip())
-    cost = adaptive_macs(model, table, batch_size=2) / table.dense_macs
+    table = profile(model, input_size=32)
+    logits, policies = model.forward_with_policies(tiny_clip())
+    cost = adaptive_macs(policies, table, batch_size=2) / table.dense_macs
     (nn.functional.cross_entropy(logits, torch.tensor([0, 1])) + cost.mean()).backward()
     for fusion in model.fusions().values():
         assert fusion.policy.fc1.weight.grad.abs().sum() > 0
@@ -93,27 +95,26 @@ def test_eval_is_deterministic_and_sampling_is_opt_in():
     model = build_model(backbone="resnet18", method="adafuse_tsn", num_classes=5, num_segments=3, policy_hidden=8)
     model.eval()
     x = tiny_clip()
-    model(x)
-    first = {k: v.clone() for k, v in model.policies().items()}
-    model(x)
-    assert all(torch.equal(first[k], v) for k, v in model.policies().items())
-    for f in model.fusions().values():
-        f.sample_at_eval = True
-    torch.manual_seed(1)
-    model(x)
-    a = torch.cat([v.flatten() for v in model.policies().values()])
-    torch.manual_seed(2)
-    model(x)
-    b = torch.cat([v.flatten() for v in model.policies().values()])
+    first = model.forward_with_policies(x)[1]
+    again = model.forward_with_policies(x)[1]
+    assert all(torch.equal(first[k], v) for k, v in again.items())
+
+    def sampled(seed):
+        policies = model.forward_with_policies(x, sample=True, generator=torch.Generator().manual_seed(seed))[1]
+        return torch.cat([v.flatten() for v in policies.values()])
+
+    rng = torch.get_rng_state()
+    a, b = sampled(1), sampled(2)
     assert not torch.equal(a, b)  # the official protocol: noise changes the policy
+    assert torch.equal(a, sampled(1))  # ... repeatably with a seeded generator
+    assert torch.equal(torch.get_rng_state(), rng)  # and the global RNG is left alone
 
 
 def test_masks_are_one_hot_and_ablations_restrict_actions():
     for method, absent in (("ada_skip", REUSE), ("ada_reuse", SKIP), ("adafuse_tsn", None)):
         model = build_model(backbone="resnet18", method=method, num_classes=5, num_segments=3, policy_hidden=8)
         model.train()
-        model(tiny_clip())
-        for mask in model.policies().values():
+        for mask in model.forward_with_policies(tiny_clip())[1].values():
             assert torch.equal(mask.sum(-1), torch.ones_like(mask[..., 0]))
             if absent is not None:
                 assert mask[..., absent].sum() == 0
@@ -133,40 +134,38 @@ def test_policy_input_is_previous_then_current_with_zero_history():
 
 
 def test_channel_groups_are_contiguous():
-    fusion = AdaptiveFusion(4, 8, num_segments=2, hidden=5, groups=4).train()
-    fusion(torch.randn(4, 4, 3, 3), torch.randn(4, 8, 3, 3))
-    mask = fusion.last_mask  # (N=2, T=2, C=8, 3)
-    assert fusion.policy.fc1.out_features == 2 * 3
-    assert torch.equal(mask[:, :, :4], mask[:, :, :1].expand(-1, -1, 4, -1))
-    assert torch.equal(mask[:, :, 4:], mask[:, :, 4:5].expand(-1, -1, 4, -1))
+    fusion = AdaptiveFusion(4, 8, num_segments=2, hidden=5, group_size=4).train()
+    y = torch.randn(4, 8, 3, 3)
+    fused, mask = fusion.decide_and_fuse(torch.randn(4, 4, 3, 3), y)
+    assert mask.shape == (2, 2, 2, 3) and fusion.policy.fc1.out_features == 2 * 3
+    channels = mask.repeat_interleave(4, dim=2)  # (N, T, C, 3): each decision covers 4 contiguous channels
+    expected = fuse(y, channels)
+    assert torch.equal(fused, expected)
 
 
 def test_hidden_quota_and_bad_sizes():
     assert AdaptiveFusion(64, 256, num_segments=8, quota=196608).policy.fc0.out_features == 768
     with pytest.raises(ValueError, match="divisible"):
-        AdaptiveFusion(4, 6, num_segments=2, hidden=3, groups=4)
+        AdaptiveFusion(4, 6, num_segments=2, hidden=3, group_size=4)
     with pytest.raises(ValueError, match="exactly one"):
         AdaptiveFusion(4, 6, num_segments=2)
 
 
 def test_random_fusion_ratios_and_repeatable_eval():
     fusion = RandomFusion(1000, num_segments=2, ratios=(0.5, 0.25, 0.25)).train()
-    fusion(torch.randn(40, 1, 1, 1), torch.randn(40, 1000, 1, 1))
-    share = fusion.last_mask.mean(dim=(0, 1, 2))
+    share = fusion(torch.randn(40, 1, 1, 1), torch.randn(40, 1000, 1, 1)).mean(dim=(0, 1, 2))
     assert torch.allclose(share, torch.tensor([0.5, 0.25, 0.25]), atol=0.01)
     fusion.eval()
-    fusion(None, torch.randn(4, 1000, 1, 1))
-    first = fusion.last_mask.clone()
-    fusion(None, torch.randn(4, 1000, 1, 1))
-    assert torch.equal(first, fusion.last_mask)
+    first = fusion(None, torch.randn(4, 1000, 1, 1))
+    assert torch.equal(first, fusion(None, torch.randn(4, 1000, 1, 1)))
 
 
 def test_threshold_keeps_the_largest_channels():
     fusion = ThresholdFusion(4, num_segments=1, keep_ratio=0.5)
     y = torch.tensor([1.0, -5.0, 0.5, 3.0]).view(1, 4, 1, 1)
-    out = fusion(None, y)
+    out, mask = fusion.decide_and_fuse(None, y)
     assert torch.equal(out.flatten(), torch.tensor([0.0, -5.0, 0.0, 3.0]))
-    assert torch.equal(fusion.last_mask[0, 0, :, SKIP], torch.tensor([1.0, 0.0, 1.0, 0.0]))
+    assert torch.equal(mask[0, 0, :, SKIP], torch.tensor([1.0, 0.0, 1.0, 0.0]))
 
 
 def test_temporal_shift_bidirectional_and_causal():
@@ -196,10 +195,12 @@ def test_channel_gated_conv_bounds_and_loss():
     partial = nn.functional.conv2d(x[:, :2], conv.weight[:, :2], padding=1)
     with torch.no_grad():
         conv.threshold.fill_(-1e6)
-    assert torch.allclose(conv(x), full, atol=1e-5) and conv.last_off_fraction.eq(0).all()
+    out, off = conv(x, with_gate=True)
+    assert torch.allclose(out, full, atol=1e-5) and off.eq(0).all() and torch.equal(conv(x), out)
     with torch.no_grad():
         conv.threshold.fill_(1e6)
-    assert torch.allclose(conv(x), partial, atol=1e-5) and conv.last_off_fraction.eq(1).all()
+    out, off = conv(x, with_gate=True)
+    assert torch.allclose(out, partial, atol=1e-5) and off.eq(1).all()
     assert conv.threshold_loss().item() == pytest.approx(4 * (1e6 - 1.0) ** 2, rel=1e-6)
 
 
@@ -210,5 +211,8 @@ def test_plug_in_around_a_users_own_convs():
     x = torch.randn(2 * 2, 4, 8, 8)
     force_policy(pair, KEEP)
     assert torch.equal(pair(x), second(first(x)))
+    skip = actions_to_mask(torch.full((2, 2, 6), int(SKIP)))
+    out, policies = pair.forward_with_policies(x, actions={"fusion": skip})
+    assert torch.equal(out, second(torch.zeros_like(first(x)))) and torch.equal(policies["fusion"], skip)
     (fusion, producers, consumers), = pair.fusion_cost_links()
     assert producers == [(first[0], 0)] and consumers == [second]

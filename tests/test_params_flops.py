@@ -60,12 +60,12 @@ def test_ablations_and_baselines_param_counts():
 
 @pytest.mark.parametrize(("backbone", "paper"), [("resnet18", 14.6), ("resnet50", 32.9)])
 def test_dense_gmacs_match_paper(backbone, paper):
-    table = profile(meta_model(backbone=backbone, method="tsn"), num_segments=8, input_size=224)
+    table = profile(meta_model(backbone=backbone, method="tsn"), input_size=224)
     assert table.dense_gmacs == pytest.approx(paper, rel=0.01)
 
 
 def test_per_block_macs_resnet50():
-    table = profile(meta_model(backbone="resnet50", method="tsn"), num_segments=8, input_size=224)
+    table = profile(meta_model(backbone="resnet50", method="tsn"), input_size=224)
     per_frame = {k: v / 8 for k, v in table.per_module.items()}
     assert per_frame["backbone.layer1.0.conv1"] == 56 * 56 * 64 * 64  # 12.85 M
     assert per_frame["backbone.layer1.0.conv2"] == 56 * 56 * 64 * 64 * 9  # 115.6 M
@@ -75,15 +75,15 @@ def test_per_block_macs_resnet50():
 
 
 def test_policy_nets_are_in_the_dense_cost():
-    tsn = profile(meta_model(backbone="resnet18", method="tsn"), num_segments=8).dense_macs
-    ada = profile(meta_model(backbone="resnet18", method="adafuse_tsn", policy_hidden=512), num_segments=8).dense_macs
+    tsn = profile(meta_model(backbone="resnet18", method="tsn")).dense_macs
+    ada = profile(meta_model(backbone="resnet18", method="adafuse_tsn", policy_hidden=512)).dense_macs
     # per frame: H·Σ2·C_in (fc0) + H·Σ3·C (fc1) = (2,944 + 5,760)·H; BN and biases are not MACs
     assert ada - tsn == 8 * (2_944 + 5_760) * 512
 
 
 def test_lstm_macs():
-    tsn = profile(meta_model(backbone="resnet50", method="tsn"), num_segments=8).dense_macs
-    lstm = profile(meta_model(backbone="resnet50", method="lstm"), num_segments=8).dense_macs
+    tsn = profile(meta_model(backbone="resnet50", method="tsn")).dense_macs
+    lstm = profile(meta_model(backbone="resnet50", method="lstm")).dense_macs
     assert lstm - tsn == 8 * (4 * (2048 * 512 + 512 * 512) + 512 * 174 - 2048 * 174)
 
 

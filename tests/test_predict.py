@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from adafuse.checkpoint import save_model
+from adafuse.bench.latency import parse_policy
+from adafuse.checkpoint import load_model, save_model
 from adafuse.cli import main
 from adafuse.inference import CostModel, StreamingRecognizer
-from adafuse.inference.latency import parse_policy
-from adafuse.models import build_model
+from adafuse.models import build_from_config, build_model
 
 CLASSES = ["push", "pull", "wave"]
 
@@ -37,14 +37,11 @@ def files(tmp_path_factory):
     root = tmp_path_factory.mktemp("predict")
     write_video(root / "clip.mp4")
     torch.manual_seed(0)
-    model = build_model(backbone="resnet18", method="adafuse_tsn", num_classes=3, num_segments=4, policy_hidden=8)
+    common = {"num_classes": 3, "num_segments": 4, "policy_hidden": 8, "classes": CLASSES, "input_size": 32}
+    model = build_model(backbone="resnet18", method="adafuse_tsn", **common)
     torch.nn.init.normal_(model.head.weight, 0.0, 0.1)
-    save_model(root / "model.ckpt", model.eval(), classes=CLASSES, input_size=32, normalization="imagenet",
-               frame_stride=2)
-    bidirectional = build_model(
-        backbone="resnet18", method="adafuse_tsm", num_classes=3, num_segments=4, policy_hidden=8
-    )
-    save_model(root / "tsm.ckpt", bidirectional, classes=CLASSES, input_size=32, normalization="imagenet")
+    save_model(root / "model.ckpt", model.eval(), frame_stride=2)
+    save_model(root / "tsm.ckpt", build_model(backbone="resnet18", method="adafuse_tsm", **common))
     torch.save({"weights": 1}, root / "foreign.ckpt")
     (root / "notavideo.mp4").write_bytes(b"this is not a video")
     return root, model.eval()
@@ -54,9 +51,11 @@ def _offline(model, images) -> torch.Tensor:
     """Class probabilities of the offline model on these frames (averaged frame logits)."""
     from adafuse.data.transforms import EvalTransform
 
-    clip = EvalTransform(input_size=32, normalization="imagenet")([images])  # (1, T, 3, 32, 32)
+    clip = EvalTransform.for_model(model.config)([images])  # (1, T, 3, 32, 32)
+    offline = build_from_config(model.config.replace(num_segments=clip.shape[1]))  # the same weights, T frames
+    offline.load_state_dict(model.state_dict())
     with torch.no_grad():
-        return model.frame_logits(clip).mean(1)[0].softmax(0)
+        return offline.eval().frame_logits(clip).mean(1)[0].softmax(0)
 
 
 @pytest.mark.parametrize(("options", "picked"), [([], [0, 2, 3, 5]), (["--stride", "1"], range(6)),
@@ -160,12 +159,11 @@ def test_policy_specs():
 
 
 def test_streaming_recognizer_on_a_checkpoint_roundtrip(files):
-    from adafuse.checkpoint import load_model
-
     root, model = files
-    loaded, meta = load_model(root / "model.ckpt")
-    stream = StreamingRecognizer(loaded, input_size=meta["input_size"], cost_model=CostModel.always_sparse())
-    clip = torch.randn(1, 2, 3, 32, 32)
+    loaded, _ = load_model(root / "model.ckpt")
+    assert loaded.config == model.config
+    stream = StreamingRecognizer(loaded, input_size=loaded.config.input_size, cost_model=CostModel.always_sparse())
+    clip = torch.randn(1, 4, 3, 32, 32)
     with torch.no_grad():
         expected = model.frame_logits(clip)
     for t in range(2):

@@ -23,5 +23,5 @@ def test_real_size_trains_times_and_evaluates(tmp_path):
     assert row["precision"] == ("16-mixed" if torch.cuda.is_available() else "32-true")
     assert row["gflops"] <= row["gflops_dense"]
     ckpt = read_checkpoint(tmp_path / "runs" / "demo_b2" / "checkpoints" / "last.ckpt")
-    assert ckpt["adafuse"]["build"]["num_classes"] == 174  # the something_v1 preset's packaged class names
+    assert ckpt["adafuse"]["config"]["num_classes"] == 174  # the something_v1 preset's packaged class names
     assert json.loads((tmp_path / "real_size.json").read_text())["rows"] == [row]

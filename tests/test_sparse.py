@@ -1,11 +1,10 @@
 """Sparse executor: same outputs and masks as the masked dense model; executed MACs equal Eq. 5."""
 
-import numpy as np
 import pytest
 import torch
 
 from adafuse.errors import UserError
-from adafuse.flops import fusion_saving, profile
+from adafuse.flops import adaptive_macs, profile
 from adafuse.inference import CostModel, SparseRecognizer, kernels
 from adafuse.layers import KEEP, REUSE, SKIP, AdaptiveFusion
 from adafuse.models import build_model
@@ -24,9 +23,9 @@ COST_MODELS = {
 }
 
 
-def tiny(backbone: str = "resnet18", method: str = "adafuse_tsn", **kwargs) -> torch.nn.Module:
-    """A random model whose policies make varied decisions and whose logits are O(1)."""
-    model = build_model(backbone=backbone, method=method, num_classes=5, num_segments=3, policy_hidden=8, **kwargs)
+def tiny(backbone: str = "resnet18", method: str = "adafuse_tsn", t: int = 3, **kwargs) -> torch.nn.Module:
+    """A random model for clips of ``t`` frames whose policies make varied decisions and whose logits are O(1)."""
+    model = build_model(backbone=backbone, method=method, num_classes=5, num_segments=t, policy_hidden=8, **kwargs)
     torch.nn.init.normal_(model.head.weight, 0.0, 1.0)
     for m in model.modules():
         if isinstance(m, AdaptiveFusion):
@@ -47,27 +46,15 @@ def assert_same(actual: torch.Tensor, expected: torch.Tensor) -> None:
     assert (actual - expected).abs().max().item() <= 1e-4 * scale
 
 
-def masks_of(model) -> list[torch.Tensor]:
-    return [m.last_mask for m in model.fusions().values()]
-
-
-def engine_masks(actions_per_frame: list[list[np.ndarray]], groups: int) -> list[torch.Tensor]:
-    """(N, T, C, 3) one-hot masks per fused block from the executor's per-frame (N, G) actions."""
-    blocks = zip(*actions_per_frame, strict=True)
-    out = []
-    for frames in blocks:
-        a = torch.from_numpy(np.stack(frames, axis=1))  # (N, T, G)
-        out.append(torch.nn.functional.one_hot(a, 3).float().repeat_interleave(groups, dim=2))
-    return out
-
-
-def run_engine(engine: SparseRecognizer, clip: torch.Tensor) -> tuple[torch.Tensor, list[list[np.ndarray]]]:
+def run_engine(engine: SparseRecognizer, clip: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Frame logits (N, T, K) of the executor and the policy masks (N, T, G, 3) it executed, by fusion name."""
     state = engine.init_state(clip.shape[0])
-    logits, actions = [], []
+    logits, frames = [], []
     for t in range(clip.shape[1]):
         logits.append(engine.step(clip[:, t], state))
-        actions.append(engine.last_actions)
-    return torch.stack(logits, dim=1), actions
+        frames.append(engine.last_policies)
+    masks = {name: torch.stack([f[name] for f in frames], dim=1) for name in frames[0]}
+    return torch.stack(logits, dim=1), masks
 
 
 @pytest.mark.parametrize("cost", COST_MODELS)
@@ -77,22 +64,22 @@ def run_engine(engine: SparseRecognizer, clip: torch.Tensor) -> tuple[torch.Tens
         ("resnet18", "adafuse_tsn", {}),
         ("resnet50", "adafuse_tsn", {}),
         ("resnet18", "adafuse_tsm", {"causal_shift": True}),
-        ("resnet50", "adafuse_tsm_last", {"causal_shift": True, "policy_groups": 4}),
-        ("resnet18", "ada_skip", {"policy_groups": 2}),
+        ("resnet50", "adafuse_tsm_last", {"causal_shift": True, "policy_group_size": 4}),
+        ("resnet18", "ada_skip", {"policy_group_size": 2}),
         ("resnet18", "ada_reuse", {}),
     ],
 )
 def test_sparse_equals_masked_dense_on_random_policies(backbone, method, kwargs, cost):
-    model = tiny(backbone, method, **kwargs)
+    model = tiny(backbone, method, t=4, **kwargs)
     clip = torch.randn(2, 4, 3, SIZE, SIZE)
     with torch.no_grad():
-        expected = model.frame_logits(clip)
+        expected, policies = model.forward_with_policies(clip, per_frame=True)
     engine = SparseRecognizer.from_model(model, input_size=SIZE, cost_model=COST_MODELS[cost])
-    logits, actions = run_engine(engine, clip)
+    logits, masks = run_engine(engine, clip)
     assert_same(logits, expected)
-    groups = next(iter(model.fusions().values())).groups
-    for ours, theirs in zip(engine_masks(actions, groups), masks_of(model), strict=True):
-        assert torch.equal(ours, theirs)  # the very same decisions, not only the same outputs
+    assert set(masks) == set(policies)
+    for name, mask in masks.items():
+        assert torch.equal(mask, policies[name])  # the very same decisions, not only the same outputs
     shares = engine.stats.shares()
     assert 0 < shares["keep"] < 1 and (shares["skip"] > 0 or method == "ada_reuse")
 
@@ -119,43 +106,35 @@ def test_tsn_and_causal_tsm_without_policies_run_dense():
         engine = SparseRecognizer.from_model(model, input_size=SIZE, cost_model=CostModel.always_sparse())
         with torch.no_grad():
             assert_same(engine.frame_logits(clip), model.frame_logits(clip))
-        table = profile(model, num_segments=3, input_size=SIZE)
+        table = profile(model, input_size=SIZE)
         assert engine.executed_macs == 2 * table.dense_macs
 
 
-def eq5_macs(model, masks: list[torch.Tensor], t: int) -> torch.Tensor:
-    """Per-video MACs of Eq. 5 (``adafuse.flops``) for the given (N, T, C, 3) masks."""
-    table = profile(model, num_segments=t, input_size=SIZE)
-    cost = torch.full((masks[0].shape[0],), table.dense_macs, dtype=torch.float64)
-    for (name, _), mask in zip(model.fusions().items(), masks, strict=True):
-        cost -= fusion_saving(mask, *table.fusion[name]).double()
-    return cost
+def eq5_macs(table, masks: dict[str, torch.Tensor]) -> float:
+    """MACs of Eq. 5 (``adafuse.flops``) for the given (N, T, G, 3) masks, summed over the N videos."""
+    return float(adaptive_macs(masks, table, batch_size=next(iter(masks.values())).shape[0]).double().sum())
 
 
-@pytest.mark.parametrize(("backbone", "groups"), [("resnet18", 1), ("resnet50", 2)])
-def test_executed_macs_equal_eq5_accounting(backbone, groups):
-    model = tiny(backbone, policy_groups=groups)
+@pytest.mark.parametrize(("backbone", "group_size"), [("resnet18", 1), ("resnet50", 2)])
+def test_executed_macs_equal_eq5_accounting(backbone, group_size):
+    model = tiny(backbone, t=4, policy_group_size=group_size)
     clip = torch.randn(2, 4, 3, SIZE, SIZE)
     engine = SparseRecognizer.from_model(model, input_size=SIZE, cost_model=CostModel.always_sparse())
-    _, actions = run_engine(engine, clip)
-    masks = engine_masks(actions, groups)
+    _, masks = run_engine(engine, clip)
+    table = profile(model, input_size=SIZE)
     # Executed: REUSE at a stream's first frame reads the zero history and is run as SKIP.
-    effective = []
-    for mask in masks:
+    effective = {}
+    for name, mask in masks.items():
         mask = mask.clone()
         first = mask[:, 0, :, REUSE] == 1
         mask[:, 0][first] = torch.tensor([0.0, 0.0, 1.0])
-        effective.append(mask)
+        effective[name] = mask
     executed = engine.executed_macs
-    assert executed == pytest.approx(float(eq5_macs(model, effective, 4).sum()), rel=1e-9)
+    assert executed == pytest.approx(eq5_macs(table, effective), rel=1e-9)
     # Eq. 5 itself charges those first-frame REUSE channels as conv2 inputs: the executor saved exactly them.
-    table = profile(model, num_segments=4, input_size=SIZE)
-    first_reuse = sum(
-        float((mask[:, 0, :, REUSE] * table.fusion[name][1]).sum())
-        for (name, _), mask in zip(model.fusions().items(), masks, strict=True)
-    )
+    first_reuse = sum(float((mask[:, 0, :, REUSE] * table.fusion[name][1]).sum()) for name, mask in masks.items())
     assert first_reuse > 0
-    assert float(eq5_macs(model, masks, 4).sum()) - executed == pytest.approx(first_reuse, rel=1e-9)
+    assert eq5_macs(table, masks) - executed == pytest.approx(first_reuse, rel=1e-9)
 
 
 def test_dense_layers_count_everything():
@@ -164,7 +143,7 @@ def test_dense_layers_count_everything():
     engine.frame_logits(torch.randn(1, 3, 3, SIZE, SIZE))
     # all convolutions dense, plus the lazy recomputation of channels reused but not computed the frame before:
     # at least the dense cost, never less
-    assert engine.executed_macs >= profile(model, num_segments=3, input_size=SIZE).dense_macs
+    assert engine.executed_macs >= profile(model, input_size=SIZE).dense_macs
 
 
 def test_cost_model_measures_every_dynamic_layer():
@@ -175,7 +154,7 @@ def test_cost_model_measures_every_dynamic_layer():
     for timing in engine.cost_model.timings.values():
         assert timing.dense_us > 0 and timing.threshold >= 0 and len(timing.sliced_us) == 4
     with torch.no_grad():
-        clip = torch.randn(1, 2, 3, SIZE, SIZE)
+        clip = torch.randn(1, 3, 3, SIZE, SIZE)
         assert_same(engine.frame_logits(clip), model.frame_logits(clip))
 
 

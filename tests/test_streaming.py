@@ -16,7 +16,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
     [("resnet18", "adafuse_tsn", {}), ("resnet50", "adafuse_tsm", {"causal_shift": True}), ("resnet18", "tsn", {})],
 )
 def test_streaming_equals_offline_per_frame(backbone, method, kwargs):
-    model = tiny(backbone, method, **kwargs)
+    model = tiny(backbone, method, t=5, **kwargs)
     clip = torch.randn(2, 5, 3, SIZE, SIZE)
     with torch.no_grad():
         expected = model.frame_logits(clip)  # (2, 5, K): offline, causal
@@ -28,7 +28,7 @@ def test_streaming_equals_offline_per_frame(backbone, method, kwargs):
 
 
 def test_streams_are_independent_and_reset_restarts_one():
-    model = tiny("resnet18")
+    model = tiny("resnet18", t=4)
     engine = SparseRecognizer.from_model(model, input_size=SIZE, cost_model=CostModel.always_sparse())
     a, b = torch.randn(1, 4, 3, SIZE, SIZE), torch.randn(1, 4, 3, SIZE, SIZE)
     with torch.no_grad():
@@ -49,7 +49,7 @@ def test_streams_are_independent_and_reset_restarts_one():
 
 
 def test_single_stream_takes_a_bare_frame():
-    model = tiny("resnet18")
+    model = tiny("resnet18", t=2)
     stream = StreamingRecognizer(model, input_size=SIZE, cost_model=CostModel.always_dense())
     clip = torch.randn(1, 2, 3, SIZE, SIZE)
     with torch.no_grad():

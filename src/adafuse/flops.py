@@ -14,21 +14,23 @@ their tables are GMACs). Per video = T frames, one clip, one crop.
   channels that are not skipped. ``mode="upb"`` is the official upper bound that counts skip savings only.
   Channel-gated convs (CGNet) save ``(1 − 1/p)`` of the MACs of every gated-off output element.
 
-The counter is analytic and policy-aware: it reads the masks the last forward pass left in the fusion
-modules; no generic FLOP counter sees runtime skipping.
+The counter is analytic and policy-aware: :func:`profile` makes a :class:`CostTable` once per model and input
+size (on a meta-device twin of the model: the model itself is never touched), and :func:`adaptive_macs` is a pure
+function of the policies a forward pass returned (:meth:`adafuse.models.Recognizer.forward_with_policies`) and
+that table; no generic FLOP counter sees runtime skipping.
 """
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
-from torch.func import functional_call
 
 from adafuse.layers.actions import KEEP, REUSE, SKIP
 from adafuse.layers.channel_gating import ChannelGatedConv2d
-from adafuse.layers.fusion import Fusion
 
 
 def count_params(model: nn.Module) -> int:
@@ -41,10 +43,10 @@ class CostTable:
     """Static costs of a model at one input size, from :func:`profile`.
 
     Attributes:
-        num_segments: T the table was made for.
+        num_segments: T the table was made for (the model's).
         dense_macs: MACs per video with every channel computed.
-        fusion: per fusion module name, (up, down): MACs per frame per channel (C,) of the conv producing
-            the channel and of the convs reading it.
+        fusion: per fusion module name, (up, down): MACs per frame of each channel group (G,) in the conv
+            producing it and in the convs reading it.
         gated: per channel-gated conv name, MACs per frame its gated-off elements can save (all gated off).
         per_module: MACs per video of every counted module, for reports.
     """
@@ -62,6 +64,8 @@ class CostTable:
 
 
 def _module_macs(module: nn.Module, inputs: tuple, output) -> float:
+    if isinstance(module, ChannelGatedConv2d) and isinstance(output, tuple):
+        output = output[0]  # (output, gate)
     if isinstance(module, nn.Conv2d):
         kh, kw = module.kernel_size
         return output.numel() * (module.in_channels // module.groups) * kh * kw
@@ -74,60 +78,58 @@ def _module_macs(module: nn.Module, inputs: tuple, output) -> float:
     return 0.0
 
 
-def profile(model: nn.Module, *, num_segments: int, input_size: int | tuple[int, int] = 224) -> CostTable:
-    """Count the dense cost of ``model`` on one video (1, T, 3, H, W), and the per-channel costs of every
-    fusion slot. Runs on meta tensors: instant, and the model's own weights are untouched.
+def _meta_twin(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` whose parameters and buffers live on the meta device: no weights are copied, tied
+    parameters stay tied (the shared policy FCs), and the caller's model is left exactly as it was."""
+    memo: dict[int, torch.Tensor] = {}
+    for p in model.parameters():
+        memo[id(p)] = nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=p.requires_grad)
+    for b in model.buffers():
+        memo[id(b)] = torch.empty_like(b, device="meta")
+    return copy.deepcopy(model, memo)
 
-    ``model`` is a recognizer (input (N, T, 3, H, W)) or anything exposing ``fusion_cost_links()`` in its
-    submodules. The masks left by an earlier forward pass are cleared.
+
+def profile(model: nn.Module, *, input_size: int | tuple[int, int] = 224) -> CostTable:
+    """Count the dense cost of a recognizer on one video (1, T, 3, H, W) at its own T (``model.num_segments``),
+    and the per-group costs of every fusion slot. Runs a meta-device twin: instant, and ``model`` is untouched.
+
+    ``model`` is a recognizer whose backbone, or its submodules, expose ``fusion_cost_links()``.
     """
     h, w = (input_size, input_size) if isinstance(input_size, int) else input_size
-    names = {m: n for n, m in model.named_modules()}
+    num_segments = int(model.num_segments)
+    twin = _meta_twin(model).eval()
+    names = {m: n for n, m in twin.named_modules()}
     macs: dict[str, float] = {}
 
     def hook(module, inputs, output):
         macs[names[module]] = macs.get(names[module], 0.0) + _module_macs(module, inputs, output)
 
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear, nn.LSTM))]
-    state = {n: torch.empty_like(t, device="meta") for n, t in [*model.named_parameters(), *model.named_buffers()]}
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            functional_call(model, state, (torch.empty(1, num_segments, 3, h, w, device="meta"),))
-    finally:
-        model.train(was_training)
-        for handle in handles:
-            handle.remove()
-        _clear_runtime_state(model)
+    for m in twin.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear, nn.LSTM)):
+            m.register_forward_hook(hook)
+    with torch.no_grad():
+        twin(torch.empty(1, num_segments, 3, h, w, device="meta"))
 
     table = CostTable(num_segments=num_segments, dense_macs=float(sum(macs.values())), per_module=macs)
     per_frame = {name: value / num_segments for name, value in macs.items()}
-    for module in model.modules():
+    for module in twin.modules():
         for fusion, producers, consumers in getattr(module, "fusion_cost_links", lambda: ())():
-            up = torch.zeros(fusion.channels)
+            up = torch.zeros(fusion.channels, device="cpu")  # also under a meta default device
             for conv, offset in producers:
                 up[offset : offset + conv.out_channels] = per_frame[names[conv]] / conv.out_channels
-            down = torch.zeros(fusion.channels)
+            down = torch.zeros(fusion.channels, device="cpu")
             for conv in consumers:
                 down += per_frame[names[conv]] / conv.in_channels
-            table.fusion[names[fusion]] = (up, down)
-    for name, m in model.named_modules():
+            g = fusion.decisions
+            table.fusion[names[fusion]] = (up.view(g, -1).sum(1), down.view(g, -1).sum(1))
+    for name, m in twin.named_modules():
         if isinstance(m, ChannelGatedConv2d):
             table.gated[name] = per_frame[name] * (1 - 1 / m.partitions)
     return table
 
 
-def _clear_runtime_state(model: nn.Module) -> None:
-    for m in model.modules():
-        if isinstance(m, Fusion):
-            m.last_mask = None
-        elif isinstance(m, ChannelGatedConv2d):
-            m.last_off_fraction = None
-
-
 def upstream_saving(mask: torch.Tensor, *, last_frame: str = "correct") -> torch.Tensor:
-    """Share of the producing conv not computed: mask (N, T, C, 3) -> (N, T, C) in {0, 1} for hard masks.
+    """Share of the producing conv not computed: mask (N, T, G, 3) -> (N, T, G) in {0, 1} for hard masks.
 
     Channel c need not be computed at t when it is neither kept at t nor reused at t+1; at the last frame,
     when it is not kept. ``last_frame="official"`` reproduces the official code, which uses frame T−2's keep
@@ -147,7 +149,7 @@ def upstream_saving(mask: torch.Tensor, *, last_frame: str = "correct") -> torch
 def fusion_saving(
     mask: torch.Tensor, up: torch.Tensor, down: torch.Tensor, *, mode: str = "real", last_frame: str = "correct"
 ) -> torch.Tensor:
-    """MACs per video saved by one fusion slot: mask (N, T, C, 3), up/down (C,) per frame -> (N,).
+    """MACs per video saved by one fusion slot: mask (N, T, G, 3), up/down (G,) per frame -> (N,).
 
     Differentiable in the mask (straight-through Gumbel samples carry the gradient to the policy).
     Computed in float32 even under mixed precision: MAC counts overflow float16."""
@@ -162,20 +164,37 @@ def fusion_saving(
 
 
 def adaptive_macs(
-    model: nn.Module, table: CostTable, *, batch_size: int, mode: str = "real", last_frame: str = "correct"
+    policies: Mapping[str, torch.Tensor],
+    table: CostTable,
+    *,
+    batch_size: int,
+    mode: str = "real",
+    last_frame: str = "correct",
 ) -> torch.Tensor:
-    """Policy-aware MACs per video (N,) of the last forward pass of ``model`` over N = ``batch_size``
-    videos (Eq. 5). Equals ``table.dense_macs`` for all-keep policies and for models without policies;
-    differentiable for the efficiency loss."""
+    """Policy-aware MACs per video (N,) of N = ``batch_size`` videos (Eq. 5), from the ``policies`` a forward pass
+    returned (fusion masks (N, T, G, 3); CGNet gated-off shares (N·T,)) and the model's cost table.
+
+    Equals ``table.dense_macs`` for all-keep policies and for models without policies; differentiable in the
+    masks for the efficiency loss. Every policy slot of the table must be given, with the table's T and G, and
+    nothing else: a mismatch is a ``ValueError`` (a table made for another model, T or group size).
+    """
+    expected = set(table.fusion) | set(table.gated)
+    if set(policies) != expected:
+        missing, extra = sorted(expected - set(policies)), sorted(set(policies) - expected)
+        raise ValueError(f"policies do not match the cost table: missing {missing or 'none'}, "
+                         f"unknown {extra or 'none'}")
     cost = torch.full((batch_size,), table.dense_macs)
-    for name, m in model.named_modules():
-        if isinstance(m, Fusion) and m.last_mask is not None:
-            saved = fusion_saving(m.last_mask, *table.fusion[name], mode=mode, last_frame=last_frame)
-        elif isinstance(m, ChannelGatedConv2d) and m.last_off_fraction is not None:
-            saved = m.last_off_fraction.view(-1, table.num_segments).sum(dim=1) * table.gated[name]
+    t = table.num_segments
+    for name, value in policies.items():
+        if name in table.fusion:
+            up, down = table.fusion[name]
+            if tuple(value.shape) != (batch_size, t, up.numel(), 3):
+                raise ValueError(f"policy {name} has shape {tuple(value.shape)}, the cost table expects "
+                                 f"({batch_size}, {t}, {up.numel()}, 3) (N videos, T frames, G groups, 3 actions)")
+            saved = fusion_saving(value, up, down, mode=mode, last_frame=last_frame)
         else:
-            continue
-        if saved.shape[0] != batch_size:
-            raise ValueError(f"{name} recorded a policy for {saved.shape[0]} videos, expected {batch_size}")
+            if value.numel() != batch_size * t:
+                raise ValueError(f"channel gate {name} has {value.numel()} frames, expected {batch_size} x {t}")
+            saved = value.float().view(batch_size, t).sum(dim=1) * table.gated[name]
         cost = cost.to(saved) - saved
     return cost

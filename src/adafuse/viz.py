@@ -12,13 +12,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only; no display needed
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 COLORS = {"keep": "#4c72b0", "reuse": "#dd8452", "skip": "#c44e52"}
+
+
+def _subplots(*args, figsize: tuple[float, float], **kwargs):
+    """A figure with its own Agg canvas (files only): pyplot's global backend and figure list are left alone."""
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(*args, **kwargs)
 
 
 def _save(fig, path: str | Path) -> Path:
@@ -26,7 +31,6 @@ def _save(fig, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return path
 
 
@@ -35,7 +39,7 @@ def plot_tradeoff(results: Sequence[dict[str, Any]], path: str | Path, *, labels
                   curve_label: str = "") -> Path:
     """Figure 2: one bubble per result at (gflops, top1), area ∝ params; adaptive methods in blue. ``curve``:
     ``(gflops, top1, label)`` points joined by a line in GFLOPs order (a trade-off sweep, e.g. over λ)."""
-    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    fig, ax = _subplots(figsize=(6.4, 4.6))
     largest = max(r["params"] for r in results)
     for i, r in enumerate(results):
         label = labels[i] if labels else f"{r.get('method', '?')} ({r.get('backbone', '?')})"
@@ -61,7 +65,7 @@ def plot_tradeoff(results: Sequence[dict[str, Any]], path: str | Path, *, labels
 
 def plot_policy_pies(results: Sequence[dict[str, Any]], path: str | Path, *, labels: Sequence[str]) -> Path:
     """Figure 3: a keep/reuse/skip pie per result (e.g. per dataset), titled with the reuse/keep quotient."""
-    fig, axes = plt.subplots(1, len(results), figsize=(3.2 * len(results), 3.4), squeeze=False)
+    fig, axes = _subplots(1, len(results), figsize=(3.2 * len(results), 3.4), squeeze=False)
     for ax, r, label in zip(axes[0], results, labels, strict=True):
         p = r["policy"]
         ax.pie([p["skip"], p["reuse"], p["keep"]], labels=["skip", "reuse", "keep"], autopct="%1.1f%%",
@@ -75,7 +79,7 @@ def plot_policy_blocks(result: dict[str, Any], path: str | Path, *, title: str =
     action in every frame of a video), and a cubic trend of each share (dashed)."""
     blocks = result["blocks"]
     x = np.arange(len(blocks))
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.45 * len(blocks) + 2), 4.2))
+    fig, ax = _subplots(figsize=(max(6.0, 0.45 * len(blocks) + 2), 4.2))
     width = 0.27
     for j, action in enumerate(("skip", "reuse", "keep")):
         share = np.array([b[action] for b in blocks])

@@ -35,17 +35,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--warmup", type=int, default=5, help="untimed frames first (default 5)")
     p.add_argument("--input-size", type=int, default=224)
     p.add_argument("--policy-hidden", type=int, default=64, help="policy hidden size of the random-weight models")
-    p.add_argument("--policy-groups", type=int, default=1, help="channels per policy decision (random-weight models)")
+    p.add_argument("--policy-group-size", "--policy-groups", type=int, default=1,
+                   help="channels per policy decision (random-weight models)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Measure every combination and print a table (or JSON)."""
+    from adafuse.bench.latency import markdown_table, measure_latency, parse_policy
     from adafuse.errors import UserError
-    from adafuse.inference.latency import markdown_table, measure_latency, parse_policy
 
-    for name in ("frames", "input_size", "policy_hidden", "policy_groups"):
+    for name in ("frames", "input_size", "policy_hidden", "policy_group_size"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be a positive integer")
     if args.warmup < 0 or min(args.threads) < 1 or args.input_size < 32:
@@ -68,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
                         warmup=args.warmup,
                         input_size=args.input_size,
                         policy_hidden=args.policy_hidden,
-                        policy_groups=args.policy_groups,
+                        policy_group_size=args.policy_group_size,
                     )
                 )
                 if not args.json:

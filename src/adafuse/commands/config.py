@@ -26,8 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_show(args: argparse.Namespace) -> int:
     """Resolve and print."""
-    from adafuse.commands.train import resolve_config
-    from adafuse.engine.config import config_yaml, load_config
+    from adafuse.engine.config import config_yaml, load_config, resolve_config
 
     config = load_config(resolve_config(args.name), args.overrides)
     print(json.dumps(config) if args.json else config_yaml(config), end="\n" if args.json else "")

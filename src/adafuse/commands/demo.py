@@ -39,9 +39,8 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from adafuse import viz
-    from adafuse.commands.train import resolve_config
     from adafuse.data.synthetic import generate_synthetic
-    from adafuse.engine.config import load_config
+    from adafuse.engine.config import load_config, resolve_config
     from adafuse.engine.evaluate import evaluate_checkpoint
     from adafuse.engine.threads import default_threads
     from adafuse.engine.train import fit

@@ -22,6 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--input-size", type=int, help="crop size (default: the checkpoint's)")
     p.add_argument("--num-clips", type=int, default=1, help="clips per video (views are averaged)")
     p.add_argument("--num-crops", type=int, default=1, choices=(1, 3), help="1 centre crop or 3 crops")
+    p.add_argument("--min-frames", type=int, default=1, help="drop videos listed with fewer frames (official: 3)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--workers", type=int, default=2, help="loader processes (default 2)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: the CPUs left after the workers)")
@@ -78,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     from adafuse.errors import UserError
     from adafuse.outputs import check_writable
 
-    for name in ("num_segments", "input_size", "num_clips", "batch_size", "threads"):
+    for name in ("num_segments", "input_size", "num_clips", "batch_size", "threads", "min_frames"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.workers < 0:
@@ -95,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
             args.checkpoint, data=args.data, split=args.split, num_segments=args.num_segments,
             input_size=args.input_size, num_clips=args.num_clips, num_crops=args.num_crops,
             batch_size=args.batch_size, workers=args.workers, device=args.device, sample_policy=args.sample_policy,
-            seed=args.seed, progress=not args.json,
+            seed=args.seed, progress=not args.json, min_frames=args.min_frames,
         )
     finally:
         torch.set_num_threads(threads)

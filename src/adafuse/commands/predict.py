@@ -122,10 +122,9 @@ def _predict(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads or default_threads(workers=1))  # decoding runs beside the model
 
     model, meta = load_model(args.checkpoint)
-    size, normalization = int(meta["input_size"]), meta.get("normalization", "imagenet")
-    num_segments = int(model.build_args["num_segments"])
+    size, num_segments = model.config.input_size, model.config.num_segments
     stream = StreamingRecognizer(model, window=args.window, input_size=size)
-    transform = EvalTransform(input_size=size, normalization=normalization)
+    transform = EvalTransform.for_model(model.config)
     notes = []
     stride = args.stride
     if camera and stride is None:
@@ -160,12 +159,12 @@ def _predict(args: argparse.Namespace) -> int:
 
     probs = stream.average()[0].softmax(0)
     top = probs.topk(min(args.top, probs.numel()))
-    classes = meta.get("classes")
+    classes = model.config.classes
     names = [classes[i] if classes else str(i) for i in top.indices.tolist()]
-    table = profile(model, num_segments=1, input_size=size)
-    executed = stream.engine.executed_macs / count
+    table = profile(model, input_size=size)
+    executed, dense = stream.engine.executed_macs / count, table.dense_macs / model.num_segments
     policy = stream.engine.stats.shares()
-    if policy["keep"] < 1 and executed >= 0.999 * table.dense_macs:
+    if policy["keep"] < 1 and executed >= 0.999 * dense:
         notes.append("executed MACs equal the dense count although the policy reuses or skips channels: at this "
                      "input size the cost model runs the layers densely, where slicing channels would be slower")
     result = {
@@ -179,7 +178,7 @@ def _predict(args: argparse.Namespace) -> int:
         "fps_total": count / total_seconds,
         "policy": policy,
         "gmacs_per_frame": executed / 1e9,
-        "gmacs_per_frame_dense": table.dense_macs / 1e9,
+        "gmacs_per_frame_dense": dense / 1e9,
         "threads": torch.get_num_threads(),
         "notes": notes,
     }

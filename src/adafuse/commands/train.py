@@ -4,23 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
-
-PRESETS = Path(__file__).resolve().parent.parent / "configs"
-
-
-def resolve_config(name: str) -> Path:
-    """A config file path, or the packaged preset of that name (``configs/<name>.yaml``)."""
-    from adafuse.errors import UserError
-
-    path = Path(name)
-    if path.is_file():
-        return path
-    preset = PRESETS / f"{name.removesuffix('.yaml')}.yaml"
-    if preset.is_file() and "/" not in name:
-        return preset
-    known = ", ".join(sorted(p.stem for p in PRESETS.glob("*.yaml")))
-    raise UserError(f"unknown config {name!r}: not a file and not a preset ({known})")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,12 +11,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
         help="train a model from a config",
-        description="Train from a YAML config (file or preset name, see configs/). Overrides: section.key=value, "
-        "anywhere on the line, e.g. optim.lr=0.01 data.dataset=/data/sthv1.yaml trainer.devices=4 "
-        "trainer.strategy=ddp. Every key, its default and meaning: --help-config. Continue a stopped run with "
-        "--resume trainer.out=RUN (its own config.yaml is used; overrides may change only how it runs).",
+        description="Train from a YAML config (a file, or the name of a packaged config in configs/). "
+        "Overrides: section.key=value, anywhere on the line, e.g. optim.lr=0.01 data.dataset=/data/sthv1.yaml "
+        "trainer.devices=4 trainer.strategy=ddp. Every key, its default and meaning: --help-config. Continue a "
+        "stopped run with --resume trainer.out=RUN (its own config.yaml is used; overrides may change only how "
+        "it runs).",
     )
-    p.add_argument("--config", help="YAML file or preset name (not needed with --resume)")
+    p.add_argument("--config", help="YAML file or packaged config name (not needed with --resume)")
     p.add_argument("overrides", nargs="*", metavar="section.key=value")
     p.add_argument("--resume", action="store_true", help="continue the run in trainer.out from its last.ckpt")
     p.add_argument("--help-config", action="store_true", help="list every config key (default, values, meaning)")
@@ -43,14 +27,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Load the config, train, print the result."""
-    from adafuse.engine.config import load_config, reference_table, resume_config
+    from adafuse.engine.config import load_config, reference_table, resolve_config, resume_config
     from adafuse.errors import UserError
 
     if args.help_config:
         print(reference_table(), end="")
         return 0
     if args.config is None and not args.resume:
-        raise UserError("--config is required (a YAML file or a preset name), unless --resume")
+        raise UserError("--config is required (a YAML file or a packaged config name), unless --resume")
     path = resolve_config(args.config) if args.config else None
     config = resume_config(path, args.overrides) if args.resume else load_config(path, args.overrides)
 

@@ -12,7 +12,7 @@ Randomness comes only from the ``rng`` argument, so a sample is reproducible fro
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -180,6 +180,12 @@ class EvalTransform:
         self.scale_size = scale_size or input_size * 256 // 224
         self.num_crops = num_crops
         self.normalization = normalization
+
+    @classmethod
+    def for_model(cls, config: Any, *, num_crops: int = 1) -> EvalTransform:
+        """The evaluation transform of a model: its ``config`` (a :class:`~adafuse.models.ModelConfig`) gives the
+        input size and normalization it was trained with."""
+        return cls(input_size=config.input_size, normalization=config.normalization, num_crops=num_crops)
 
     def __call__(self, clips: Sequence[Sequence[Image.Image]]) -> torch.Tensor:
         """Transform the clips of one video; returns ``(V, T, 3, S, S)``, ``V = len(clips) × num_crops``, clip-major

@@ -17,6 +17,20 @@ import yaml
 
 from adafuse.errors import UserError
 
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"  # the packaged configs: one per paper experiment
+
+
+def resolve_config(name: str | Path) -> Path:
+    """A config file path, or the packaged config of that name (``configs/<name>.yaml``)."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    packaged = CONFIGS / f"{str(name).removesuffix('.yaml')}.yaml"
+    if packaged.is_file() and "/" not in str(name):
+        return packaged
+    known = ", ".join(sorted(p.stem for p in CONFIGS.glob("*.yaml")))
+    raise UserError(f"unknown config {str(name)!r}: not a file and not a packaged config ({known})")
+
 DEFAULTS: dict[str, dict[str, Any]] = {
     "model": {
         "backbone": "resnet50",
@@ -27,7 +41,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "policy_hidden": None,  # H; default 512 when policy_quota is not given either
         "policy_quota": None,
         "shared_policy": False,
-        "policy_groups": 1,
+        "policy_group_size": 1,  # channels per policy decision (contiguous groups; old name: policy_groups)
         "tau": 0.67,
         "shift_div": 8,
         "causal_shift": False,
@@ -44,6 +58,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "val_batch_size": None,  # default: batch_size
         "workers": 2,
         "on_error": "raise",  # or "skip": warn, count and drop unreadable samples
+        "min_frames": 1,  # drop (and count) videos listed with fewer frames; the official code drops under 3
     },
     "loss": {
         "efficiency_weight": 0.1,  # λ of Eq. 6
@@ -85,6 +100,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "limit_val_batches": None,
     },
 }
+
+# Old key names users have in their files, and what they are called now.
+ALIASES = {"model.policy_groups": "model.policy_group_size"}
 
 # Keys whose default is None or whose value may take several types: accepted types.
 _TYPES: dict[str, tuple[type, ...]] = {
@@ -145,7 +163,7 @@ _RANGES: dict[str, _Range] = {
     "model.dropout": _Range(0, 1, open_high=True),
     "model.policy_hidden": _AT_LEAST_ONE,
     "model.policy_quota": _AT_LEAST_ONE,
-    "model.policy_groups": _AT_LEAST_ONE,
+    "model.policy_group_size": _AT_LEAST_ONE,
     "model.tau": _POSITIVE,
     "model.shift_div": _AT_LEAST_ONE,
     "model.random_ratios": _Range(0, 1),
@@ -156,6 +174,7 @@ _RANGES: dict[str, _Range] = {
     "data.batch_size": _AT_LEAST_ONE,
     "data.val_batch_size": _AT_LEAST_ONE,
     "data.workers": _NON_NEGATIVE,
+    "data.min_frames": _AT_LEAST_ONE,
     "loss.efficiency_weight": _NON_NEGATIVE,
     "loss.efficiency_after_epoch": _NON_NEGATIVE,
     "loss.cg_threshold_weight": _NON_NEGATIVE,
@@ -190,7 +209,7 @@ KEY_HELP: dict[str, str] = {
     "model.policy_hidden": "policy hidden size H (default 512 when policy_quota is not given either)",
     "model.policy_quota": "policy hidden quota Q: H = Q // C per block (instead of policy_hidden)",
     "model.shared_policy": "share the policy FCs between blocks of equal shape",
-    "model.policy_groups": "channels per policy decision",
+    "model.policy_group_size": "channels per policy decision (contiguous groups; old name: policy_groups)",
     "model.tau": "Gumbel-softmax temperature",
     "model.shift_div": "TSM: 1/shift_div of the channels shift each way",
     "model.causal_shift": "TSM: shift from the past only (needed to stream TSM frame by frame)",
@@ -205,6 +224,7 @@ KEY_HELP: dict[str, str] = {
     "data.val_batch_size": "validation batch size; null: batch_size",
     "data.workers": "loader processes per training process",
     "data.on_error": "raise on an unreadable sample, or skip it with a warning and a count per epoch",
+    "data.min_frames": "drop (and count) videos listed with fewer frames; the official code drops under 3",
     "loss.efficiency_weight": "λ of Eq. 6 (weight of the cost term)",
     "loss.cost": "normalized: adaptive / dense MACs; absolute: GMACs per frame (the official scale)",
     "loss.cost_mode": "real: Eq. 5; upb: skip savings only (the official upper bound)",
@@ -304,8 +324,9 @@ def load_config(
             if not isinstance(entries, dict):
                 raise UserError(f"{path}:{lines.get(section, 1)}: section {section!r} must be a mapping")
             for name, value in entries.items():
-                key = f"{section}.{name}"
-                where = f"{path}:{lines.get(key, 1)}"
+                where = f"{path}:{lines.get(f'{section}.{name}', 1)}"
+                key = ALIASES.get(f"{section}.{name}", f"{section}.{name}")
+                name = key.split(".")[1]
                 if name not in DEFAULTS[section]:
                     raise UserError(f"{where}: unknown key {key!r}")
                 config[section][name] = _check(key, value, where)
@@ -313,6 +334,7 @@ def load_config(
         key, sep, text = item.partition("=")
         if not sep or key.count(".") != 1:
             raise UserError(f"override {item!r}: expected section.key=value, e.g. optim.lr=0.01")
+        key = ALIASES.get(key, key)
         section, name = key.split(".")
         if section not in DEFAULTS or name not in DEFAULTS[section]:
             raise UserError(f"override {item!r}: unknown key {key!r}")

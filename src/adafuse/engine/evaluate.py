@@ -15,19 +15,25 @@ from adafuse.models import Recognizer
 
 
 def predict_batch(
-    model: Recognizer, clips: torch.Tensor, table: CostTable, *, cost_mode: str = "real"
+    model: Recognizer,
+    clips: torch.Tensor,
+    table: CostTable,
+    *,
+    cost_mode: str = "real",
+    generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-    """Video logits, MACs and policies of a batch.
+    """Video logits, MACs and policies of a batch, with deterministic (arg-max) policies, or Gumbel-sampled ones
+    drawn from ``generator`` when one is given.
 
     ``clips`` (N, T, 3, S, S), or (N, V, T, 3, S, S) for V views whose logits are averaged. Returns logits
-    (N, K), adaptive MACs per video summed over its views (N,), and the policies {name: (N·V, T, C, 3)}.
+    (N, K), adaptive MACs per video summed over its views (N,), and the policies {name: (N·V, T, G, 3)}.
     """
     views = clips.shape[1] if clips.dim() == 6 else 1
     x = clips.flatten(0, 1) if clips.dim() == 6 else clips
-    logits = model(x)
-    macs = adaptive_macs(model, table, batch_size=x.shape[0], mode=cost_mode)
+    logits, policies = model.forward_with_policies(x, sample=generator is not None, generator=generator)
+    macs = adaptive_macs(policies, table, batch_size=x.shape[0], mode=cost_mode)
     n = logits.shape[0] // views
-    return logits.view(n, views, -1).mean(1), macs.view(n, views).sum(1), model.policies()
+    return logits.view(n, views, -1).mean(1), macs.view(n, views).sum(1), policies
 
 
 @torch.inference_mode()
@@ -38,29 +44,32 @@ def evaluate(
     table: CostTable,
     views: int = 1,
     device: str | torch.device = "cpu",
+    sample_policy: bool = False,
+    seed: int = 0,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Top-1/top-5, adaptive and dense GMACs per video (× views), parameters, policy statistics and the
     ``confusion`` matrix (K, K) as lists (row: true class, column: predicted class).
 
-    The model runs in eval mode: arg-max policies unless a fusion's ``sample_at_eval`` was set.
+    The model runs in eval mode with arg-max policies, or with ``sample_policy`` Gumbel-sampled ones (the
+    official protocol) from a generator seeded with ``seed``: repeatable, and the global RNG is left alone.
     """
     model.eval().to(device)
+    generator = torch.Generator(device=device).manual_seed(seed) if sample_policy else None
     metrics = RecognitionMetrics(list(model.fusions())).to(device)
     total = len(loader) if hasattr(loader, "__len__") else None
     confusion = None
     for clips, labels in iter_progress(loader, total=total, desc="eval", enabled=progress):
-        logits, macs, policies = predict_batch(model, clips.to(device), table)
+        logits, macs, policies = predict_batch(model, clips.to(device), table, generator=generator)
         metrics.update(logits, labels.to(device), macs, policies)
         confusion = confusion_matrix(logits.argmax(1).cpu(), labels.cpu(), logits.shape[1], into=confusion)
     result = metrics.compute()
     result["confusion"] = confusion.tolist() if confusion is not None else []
-    sampled = any(getattr(f, "sample_at_eval", False) for f in model.fusions().values())
     result.update(
         gflops_dense=table.dense_gmacs * views,
         params=count_params(model),
         views=views,
-        policy_mode="sampled" if sampled else "deterministic",
+        policy_mode="sampled" if sample_policy else "deterministic",
     )
     return result
 
@@ -80,10 +89,12 @@ def evaluate_checkpoint(
     sample_policy: bool = False,
     seed: int = 0,
     progress: bool = True,
+    min_frames: int = 1,
 ) -> dict[str, Any]:
     """:func:`evaluate` a checkpoint on a dataset split (default: the dataset it was trained on), with the
     checkpoint's transforms; clips (N, T, 3, S, S) or (N, V, T, 3, S, S) for V = num_clips × num_crops views.
-    ``sample_policy`` draws Gumbel-sampled policies seeded by ``seed`` (the official protocol)."""
+    ``sample_policy`` draws Gumbel-sampled policies seeded by ``seed`` (the official protocol); ``min_frames=3``
+    drops the videos the official loader drops."""
     from adafuse.checkpoint import load_model
     from adafuse.data.dataset import build_dataset
     from adafuse.data.loader import build_loader
@@ -92,33 +103,32 @@ def evaluate_checkpoint(
     from adafuse.flops import profile
 
     model, meta = load_model(checkpoint, **({"num_segments": num_segments} if num_segments else {}))
-    build = model.build_args
+    config = model.config
     data = data or meta.get("dataset")
     if not data:
         raise UserError(f"checkpoint {checkpoint} names no dataset; pass --data DATASET.yaml")
     spec = load_dataset_yaml(data)
-    if spec.num_classes != build["num_classes"]:
+    if spec.num_classes != config.num_classes:
         raise UserError(
-            f"{data} has {spec.num_classes} classes but checkpoint {checkpoint} was trained for {build['num_classes']}"
+            f"{data} has {spec.num_classes} classes but checkpoint {checkpoint} was trained for {config.num_classes}"
         )
-    trained = meta.get("classes")
+    trained = list(config.classes or [])
     unnamed = [str(i) for i in range(spec.num_classes)]  # a dataset.yaml with num_classes only names none
-    if trained and unnamed not in (list(trained), list(spec.class_names)) and list(trained) != list(spec.class_names):
+    if trained and unnamed not in (trained, list(spec.class_names)) and trained != list(spec.class_names):
+        # the same count in another order would score near chance silently
         i, ours = next((i, a) for i, (a, b) in enumerate(zip(spec.class_names, trained, strict=True)) if a != b)
         hint = ("the same names in another order: list them in the checkpoint's order"
                 if sorted(trained) == sorted(spec.class_names) else "other class names")
         raise UserError(f"{data}: class {i} is {ours!r} but checkpoint {checkpoint} has {trained[i]!r} there ({hint})")
-    size = input_size or meta["input_size"]
-    dataset = build_dataset(spec=spec, split=split, num_segments=build["num_segments"], input_size=size,
-                            normalization=meta["normalization"], train=False, num_clips=num_clips, num_crops=num_crops)
+    size = input_size or config.input_size
+    dataset = build_dataset(spec=spec, split=split, num_segments=config.num_segments, input_size=size,
+                            normalization=config.normalization, train=False, num_clips=num_clips, num_crops=num_crops,
+                            min_frames=min_frames)
     loader = build_loader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
-    table = profile(model, num_segments=build["num_segments"], input_size=size)
-    if sample_policy:
-        torch.manual_seed(seed)
-        for fusion in model.fusions().values():
-            fusion.sample_at_eval = True
-    result = evaluate(model, loader, table=table, views=num_clips * num_crops, device=device, progress=progress)
-    result.update(checkpoint=str(checkpoint), dataset=str(data), split=split, method=build["method"],
-                  backbone=build["backbone"], num_segments=build["num_segments"], input_size=size,
+    table = profile(model, input_size=size)
+    result = evaluate(model, loader, table=table, views=num_clips * num_crops, device=device,
+                      sample_policy=sample_policy, seed=seed, progress=progress)  # fmt: skip
+    result.update(checkpoint=str(checkpoint), dataset=str(data), split=split, method=config.method,
+                  backbone=config.backbone, num_segments=config.num_segments, input_size=size,
                   classes=list(spec.class_names), per_class=per_class_accuracy(result["confusion"], spec.class_names))
     return result

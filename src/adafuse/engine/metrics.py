@@ -18,7 +18,7 @@ _ACTIONS = (("keep", KEEP), ("reuse", REUSE), ("skip", SKIP))
 class RecognitionMetrics(Metric):
     """Top-1/top-5 accuracy, mean adaptive GMACs per video, and keep/reuse/skip statistics per fusion block.
 
-    ``update(logits (N, K), labels (N,), macs (N,), policies {name: (N·V, T, C, 3)})``, where V views of a
+    ``update(logits (N, K), labels (N,), macs (N,), policies {name: (N·V, T, G, 3)})``, where V views of a
     video were averaged into one prediction and ``macs`` is the video's cost over its V views.
 
     Policy statistics per block: the share of (frame, channel) decisions of each action, and the *instance*
@@ -53,7 +53,7 @@ class RecognitionMetrics(Metric):
         for i, name in enumerate(self.block_names):
             mask = policies[name].detach()
             self.actions[i] += mask.sum(dim=(0, 1, 2)).double()
-            always = mask.min(dim=1).values  # (N, C, 3): 1 where the action is taken in every frame
+            always = mask.min(dim=1).values  # (N, G, 3): 1 where the action is taken in every frame
             self.constant[i] += always.sum(dim=(0, 1)).double()
             self.pairs[i] += mask.shape[0] * mask.shape[2]
 

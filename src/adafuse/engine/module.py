@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -9,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from adafuse.checkpoint import checkpoint_meta
 from adafuse.engine.evaluate import predict_batch
 from adafuse.engine.metrics import RecognitionMetrics
 from adafuse.flops import CostTable, adaptive_macs
@@ -55,7 +57,8 @@ class RecognitionModule(L.LightningModule):
         model: the recognizer.
         table: its :class:`~adafuse.flops.CostTable` at the training input size.
         config: the resolved config (sections ``loss`` and ``optim`` are read here).
-        meta: checkpoint metadata (class names, input size, normalization) stored in every checkpoint.
+        meta: extra checkpoint metadata (the dataset, the training config), stored in every checkpoint beside the
+            model's config.
     """
 
     def __init__(self, model: Recognizer, *, table: CostTable, config: dict[str, Any], meta: dict[str, Any]) -> None:
@@ -71,6 +74,20 @@ class RecognitionModule(L.LightningModule):
         for bn in self.frozen_bn:
             bn.requires_grad_(False)
 
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path: str | Path, map_location: Any = None, **kwargs: Any):  # noqa: D417
+        """The module of a training checkpoint, weights loaded: the model from its config, the loss and optimiser
+        settings from the training config stored beside it (Lightning's usual entry point; ``kwargs`` unused)."""
+        from adafuse.checkpoint import load_model
+        from adafuse.engine.config import DEFAULTS
+        from adafuse.flops import profile
+
+        model, meta = load_model(checkpoint_path)
+        config = meta.get("train_config") or DEFAULTS
+        module = cls(model, table=profile(model, input_size=model.config.input_size), config=config,
+                     meta={k: v for k, v in meta.items() if k not in ("format", "config")})  # fmt: skip
+        return module.to(map_location) if map_location is not None else module
+
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         # Frozen BatchNorm keeps normalising with its running statistics. Set per batch: Lightning restores the
         # train/eval flag of every submodule around validation.
@@ -82,21 +99,21 @@ class RecognitionModule(L.LightningModule):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         clips, labels = batch
-        logits = self.model(clips)
+        logits, policies = self.model.forward_with_policies(clips)
         ce = F.cross_entropy(logits, labels)
-        macs = adaptive_macs(self.model, self.table, batch_size=clips.shape[0], mode=self.loss_cfg["cost_mode"])
+        macs = adaptive_macs(policies, self.table, batch_size=clips.shape[0], mode=self.loss_cfg["cost_mode"])
         loss = ce
         cfg = self.loss_cfg
         weight = cfg["efficiency_weight"] if self.current_epoch >= cfg["efficiency_after_epoch"] else 0.0
-        if weight and (self.model.fusions() or self.gated):
+        if weight and policies:
             loss = loss + weight * efficiency_cost(macs, self.table, kind=self.loss_cfg["cost"])
         if self.gated:
             loss = loss + self.loss_cfg["cg_threshold_weight"] * sum(m.threshold_loss() for m in self.gated)
         acc = (logits.argmax(1) == labels).float().mean()
         logs = {"train/loss": loss, "train/ce": ce, "train/top1": 100 * acc, "train/gflops": macs.mean() / 1e9}
-        policies = self.model.policies()
-        if policies:
-            shares = torch.stack([m.detach().float().mean(dim=(0, 1, 2)) for m in policies.values()]).mean(0)
+        masks = [policies[name] for name in self.model.fusions()]
+        if masks:
+            shares = torch.stack([m.detach().float().mean(dim=(0, 1, 2)) for m in masks]).mean(0)
             logs.update({"train/keep": shares[KEEP], "train/reuse": shares[REUSE], "train/skip": shares[SKIP]})
         self.log_dict(logs, prog_bar=False, on_step=True, on_epoch=True, batch_size=clips.shape[0], sync_dist=False)
         self.log("loss", loss, prog_bar=True, logger=False, batch_size=clips.shape[0])
@@ -133,7 +150,7 @@ class RecognitionModule(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["adafuse"] = {"build": dict(self.model.build_args), **self.meta}
+        checkpoint["adafuse"] = checkpoint_meta(self.model, **self.meta)
         # Exact resume: the global RNG drives dropout and the Gumbel noise.
         checkpoint["rng"] = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available():

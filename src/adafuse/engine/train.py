@@ -9,12 +9,13 @@ state — and keeps the metrics logged before it.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import logging
 import signal
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -222,19 +223,28 @@ class TorchThreads(L.Callback):
         torch.set_num_threads(self.threads or default_threads(workers=self.workers, processes=trainer.num_devices))
 
 
-def _quiet_lightning() -> None:
-    """Keep Lightning's advertising and known-harmless warnings out of the user's terminal."""
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
-    for message in (
-        r"Experiment logs directory .* exists",
-        r".*LeafSpec.* is deprecated",
-        r".*does not have many workers",
-        r"The number of training batches .* is smaller than the logging interval",
-        r"Checkpoint directory .* exists and is not empty",
-        r"You're resuming from a checkpoint that ended before the epoch ended",  # our datamodule resumes the loader
-        r".*could not find the monitored key",  # no validation ran (the summary says so)
-    ):
-        warnings.filterwarnings("ignore", message=message)
+@contextlib.contextmanager
+def _quiet_lightning() -> Iterator[None]:
+    """Keep Lightning's advertising and known-harmless warnings out of the user's terminal while training; the
+    process-wide warning filters and log levels are restored afterwards."""
+    logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            for message in (
+                r"Experiment logs directory .* exists",
+                r".*LeafSpec.* is deprecated",
+                r".*does not have many workers",
+                r"The number of training batches .* is smaller than the logging interval",
+                r"Checkpoint directory .* exists and is not empty",
+                r"You're resuming from a checkpoint that ended before the epoch ended",  # our datamodule resumes it
+                r".*could not find the monitored key",  # no validation ran (the summary says so)
+            ):
+                warnings.filterwarnings("ignore", message=message)
+            yield
+    finally:
+        logger.setLevel(level)
 
 
 def resolve_precision(value: str | int, accelerator: str) -> str | int:
@@ -322,6 +332,11 @@ def fit(config: dict[str, Any], *, resume: bool = False, callbacks: Sequence[L.C
 
     With ``resume``, continues the run in ``trainer.out`` from its ``last.ckpt``; a finished run is left as it is
     (``"already_finished": True`` in the result)."""
+    with _quiet_lightning():
+        return _fit(config, resume=resume, callbacks=callbacks)
+
+
+def _fit(config: dict[str, Any], *, resume: bool, callbacks: Sequence[L.Callback]) -> dict[str, Any]:
     trainer_cfg, data_cfg, model_cfg = config["trainer"], config["data"], config["model"]
     out = Path(trainer_cfg["out"])
     ckpt_dir = out / "checkpoints"
@@ -350,10 +365,10 @@ def fit(config: dict[str, Any], *, resume: bool = False, callbacks: Sequence[L.C
     spec = load_dataset_yaml(data_cfg["dataset"])
     normalization = data_cfg["normalization"] or get_backbone(model_cfg["backbone"]).normalization
     common = dict(spec=spec, num_segments=model_cfg["num_segments"], input_size=data_cfg["input_size"],
-                  normalization=normalization, seed=trainer_cfg["seed"], on_error=data_cfg["on_error"])
+                  normalization=normalization, seed=trainer_cfg["seed"], on_error=data_cfg["on_error"],
+                  min_frames=data_cfg["min_frames"])
     train_set, val_set = build_dataset(split="train", **common), build_dataset(split="val", **common)
 
-    _quiet_lightning()
     every = trainer_cfg["checkpoint_every_steps"]
     last_checkpoint = LastCheckpoint(last, every_steps=every)
     best = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/top1", mode="max",
@@ -393,15 +408,12 @@ def fit(config: dict[str, Any], *, resume: bool = False, callbacks: Sequence[L.C
 
     threads = torch.get_num_threads()
     L.seed_everything(trainer_cfg["seed"], workers=True, verbose=False)
-    model = build_model(**model_kwargs(config), num_classes=spec.num_classes, pretrained=model_cfg["pretrained"])
-    table = profile(model, num_segments=model_cfg["num_segments"], input_size=data_cfg["input_size"])
-    meta = {
-        "classes": list(spec.class_names),
-        "input_size": data_cfg["input_size"],
-        "normalization": normalization,
-        "dataset": str(data_cfg["dataset"]),
-        "frame_stride": frame_stride(train_set, model_cfg["num_segments"]),
-    }
+    model = build_model(**model_kwargs(config), num_classes=spec.num_classes, pretrained=model_cfg["pretrained"],
+                        input_size=data_cfg["input_size"], normalization=normalization,
+                        classes=list(spec.class_names))  # fmt: skip
+    table = profile(model, input_size=data_cfg["input_size"])
+    meta = {"dataset": str(Path(data_cfg["dataset"]).resolve()), "train_config": config,
+            "frame_stride": frame_stride(train_set, model_cfg["num_segments"])}
     module = RecognitionModule(model, table=table, config=config, meta=meta)
     save_config(config, out / "config.yaml")
     if resume:

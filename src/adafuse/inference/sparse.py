@@ -19,7 +19,7 @@ deterministic arg-max policy is evaluated on the same pooled inputs. ResNet back
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from adafuse.errors import UserError
 from adafuse.inference.cost_model import CostModel, DynamicLayer
 from adafuse.inference.kernels import FoldedConv, gather_units, to_channels_last
-from adafuse.layers.actions import KEEP, NUM_ACTIONS, REUSE
+from adafuse.layers.actions import KEEP, NUM_ACTIONS, REUSE, actions_to_mask, mask_to_actions
 from adafuse.layers.adaptive_fusion import AdaptiveFusion
 from adafuse.layers.temporal_shift import TemporalShift
 from adafuse.models.recognizer import Recognizer
@@ -42,7 +42,7 @@ class FoldedPolicy:
     """An :class:`~adafuse.layers.AdaptiveFusion`'s policy net with its BatchNorm1d folded into the first FC.
 
     ``(v_prev (B, C_in), v (B, C_in)) -> actions (B, G)``: deterministic arg-max, as int ids of
-    :class:`~adafuse.layers.Action` (KEEP / REUSE / SKIP), one per decision (a group of ``groups`` channels).
+    :class:`~adafuse.layers.Action` (KEEP / REUSE / SKIP), one per decision (a group of ``group_size`` channels).
     """
 
     def __init__(self, fusion: AdaptiveFusion) -> None:
@@ -137,9 +137,10 @@ class _Block:
 
     def __init__(self, block: BasicBlock | Bottleneck, name: str, stage: int) -> None:
         self.name, self.stage = name, stage
+        self.fusion_name = f"backbone.{name}.fusion"  # the key of its policy, as the recognizer names it
         self.bottleneck = isinstance(block, Bottleneck)
         fusion = block.fusion
-        unit = fusion.groups if fusion is not None else 1
+        unit = fusion.group_size if fusion is not None else 1
         self.conv1 = FoldedConv(block.conv1, block.bn1, unit=unit)
         self.conv2 = FoldedConv(block.conv2, block.bn2, unit=unit)
         self.conv3 = FoldedConv(block.conv3, block.bn3) if self.bottleneck else None
@@ -179,7 +180,7 @@ class _Block:
         if forced is not None:
             actions = forced
         stats.actions += np.bincount(actions.ravel(), minlength=NUM_ACTIONS) * self.unit
-        self.last_actions = actions
+        self.last_actions = actions  # for last_policies: what the executor did, not state it depends on
         st.v_prev = v
         outs = [self._stream(xs[i : i + 1], identity[i : i + 1], i, actions[i], st, stats) for i in range(xs.shape[0])]
         if self.reuse:
@@ -326,14 +327,15 @@ class SparseRecognizer:
         return layers
 
     @property
-    def fused_blocks(self) -> list[str]:
-        """Names of the blocks with a policy, in order (the order of :attr:`last_actions`)."""
-        return [b.name for b in self.blocks if b.policy is not None]
+    def fusion_names(self) -> list[str]:
+        """Policy names of the fused blocks, in order, as the recognizer names them (``backbone.layer1.0.fusion``)."""
+        return [b.fusion_name for b in self.blocks if b.policy is not None]
 
     @property
-    def last_actions(self) -> list[np.ndarray]:
-        """Per fused block, the actions (B, G) of the last frame, as the policy decided them."""
-        return [b.last_actions for b in self.blocks if b.policy is not None]
+    def last_policies(self) -> dict[str, torch.Tensor]:
+        """Policy masks (B, G, 3) of the last frame, by fusion name, as executed."""
+        return {b.fusion_name: actions_to_mask(torch.from_numpy(b.last_actions))
+                for b in self.blocks if b.policy is not None and b.last_actions is not None}  # fmt: skip
 
     @property
     def executed_macs(self) -> int:
@@ -375,22 +377,25 @@ class SparseRecognizer:
         state.frames[streams] = 0
 
     def step(
-        self, frames: torch.Tensor, state: SparseState, *, actions: Sequence[np.ndarray] | None = None
+        self, frames: torch.Tensor, state: SparseState, *, actions: Mapping[str, torch.Tensor] | None = None
     ) -> torch.Tensor:
         """Per-frame logits of the next frame of every stream: frames (B, 3, H, W) -> (B, K).
 
-        ``actions`` forces the decisions, one (B, G) array of action ids per fused block (:attr:`fused_blocks`
-        order); the policy nets still run, so their cost is measured. REUSE on a stream's first frame is executed
+        ``actions`` forces the decisions: policy masks (B, G, 3) by fusion name (:attr:`fusion_names`); the policy
+        nets still run, so their cost is measured. REUSE on a stream's first frame is executed
         as SKIP (it copies the zero history).
         """
         if frames.shape[0] != state.batch_size:
             raise ValueError(f"got {frames.shape[0]} frames for {state.batch_size} streams")
-        forced = list(actions) if actions is not None else None
+        forced = {k: mask_to_actions(v).cpu().numpy() for k, v in actions.items()} if actions is not None else {}
+        unknown = sorted(set(forced) - set(self.fusion_names))
+        if unknown:
+            raise ValueError(f"forced actions for modules without a policy: {', '.join(unknown)}")
         with torch.inference_mode():
             x = self.stem.dense(to_channels_last(frames.float()), relu=True)
             x = F.max_pool2d(x, 3, 2, 1)
             for block, st in zip(self.blocks, state.blocks, strict=True):
-                x = block.step(x, st, forced.pop(0) if forced is not None and block.policy else None, self.stats)
+                x = block.step(x, st, forced.get(block.fusion_name), self.stats)
             features = x.mean(dim=(2, 3))
             logits = torch.addmm(self.head_bias, features, self.head_weight.t())
         self.head_macs += self.head_weight.numel() * frames.shape[0]
@@ -406,7 +411,7 @@ class SparseRecognizer:
 
 def check_supported(model: Recognizer) -> None:
     """Raise :class:`~adafuse.errors.UserError` (one line) unless ``model`` can run causally and sparsely."""
-    name = getattr(model, "backbone_name", type(model.backbone).__name__)
+    name = model.config.backbone
     if not isinstance(model.backbone, ResNet):
         raise UserError(f"sparse execution supports resnet* backbones only, got {name}")
     if model.lstm is not None:
@@ -422,5 +427,3 @@ def check_supported(model: Recognizer) -> None:
         fusion = block.fusion
         if fusion is not None and not isinstance(fusion, AdaptiveFusion):
             raise UserError(f"sparse execution supports learned AdaFuse policies only, not {type(fusion).__name__}")
-        if fusion is not None and fusion.sample_at_eval:
-            raise UserError("sparse execution needs deterministic (arg-max) policies; unset sample_at_eval")

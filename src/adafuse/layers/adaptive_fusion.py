@@ -39,16 +39,16 @@ class AdaptiveFusion(Fusion):
     The policy sees the global-average-pooled block input of the previous and current frame,
     ``[v_{t-1}, v_t]`` with ``v_{-1} = 0`` (only ``v_t`` when REUSE is not an action), and outputs one
     decision per channel group. Training samples with straight-through Gumbel-softmax at temperature
-    ``tau``; evaluation takes the arg-max unless ``sample_at_eval`` is set (the official, non-repeatable
-    protocol).
+    ``tau``; evaluation takes the arg-max unless the caller asks for sampled decisions (``sample=True``: the
+    official protocol, repeatable with a seeded generator).
 
     Args:
         in_channels: C_in of the block input x (N·T, C_in, H, W).
         channels: C of the fused tensor y (N·T, C, H', W').
         num_segments: T.
-        hidden / quota: fixed policy hidden size H, or a quota Q with H = Q // (C / groups).
+        hidden / quota: fixed policy hidden size H, or a quota Q with H = Q // (C / group_size).
         actions: the allowed actions; ``ADAFUSE_ACTIONS``, ``ADA_SKIP_ACTIONS`` or ``ADA_REUSE_ACTIONS``.
-        groups: channels per decision.
+        group_size: channels per decision.
         tau: Gumbel-softmax temperature.
         shared: share the FC layers with other blocks of the same shape through this bank.
     """
@@ -62,11 +62,11 @@ class AdaptiveFusion(Fusion):
         hidden: int | None = None,
         quota: int | None = None,
         actions: Sequence[Action] = ADAFUSE_ACTIONS,
-        groups: int = 1,
+        group_size: int = 1,
         tau: float = 0.67,
         shared: SharedPolicyFCs | None = None,
     ) -> None:
-        super().__init__(channels, num_segments=num_segments, groups=groups)
+        super().__init__(channels, num_segments=num_segments, group_size=group_size)
         self.actions = tuple(Action(a) for a in actions)
         if len(set(self.actions)) != len(self.actions) or len(self.actions) < 2:
             raise ValueError(f"need at least two distinct actions, got {actions}")
@@ -77,7 +77,6 @@ class AdaptiveFusion(Fusion):
         fcs = shared.get(in_features, size, out_features) if shared else policy_linears(in_features, size, out_features)
         self.policy = PolicyNet(fcs, decisions=self.decisions, num_actions=len(self.actions))
         self.tau = tau
-        self.sample_at_eval = False
         # Column j of the zero-padded A-way one-hot is action order[j]; gather them into KEEP/REUSE/SKIP.
         order = list(self.actions) + [a for a in Action if a not in self.actions]
         self.register_buffer("_columns", torch.tensor([order.index(a) for a in Action]), persistent=False)
@@ -95,8 +94,10 @@ class AdaptiveFusion(Fusion):
         """Action logits (N·T, G, A) over ``self.actions`` from block input x (N·T, C_in, H, W)."""
         return self.policy(self.policy_input(x))
 
-    def decide(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        onehot = sample_actions(self.logits(x), tau=self.tau, sample=self.training or self.sample_at_eval)
+    def decide(
+        self, x: torch.Tensor, y: torch.Tensor, *, sample: bool, generator: torch.Generator | None
+    ) -> torch.Tensor:
+        onehot = sample_actions(self.logits(x), tau=self.tau, sample=sample, generator=generator)
         return F.pad(onehot, (0, NUM_ACTIONS - onehot.shape[-1])).index_select(-1, self._columns)
 
     def extra_repr(self) -> str:

@@ -14,7 +14,7 @@ class TemporalShift(nn.Module):
     ``[0, C/shift_div)`` take frame t-1 and nothing looks ahead.
 
     Args:
-        num_segments: frames per video T; input is (N·T, C, H, W). The recognizer updates it per batch.
+        num_segments: frames per video T, fixed when the model is built; input is (N·T, C, H, W).
         shift_div: 1/shift_div of the channels moves in each direction (8 in the paper).
         causal: use the uni-directional, past-only variant.
     """
@@ -28,17 +28,27 @@ class TemporalShift(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         nt, c, h, w = x.shape
         t = self.num_segments
-        x = x.view(nt // t, t, c, h, w)
+        if nt % t:
+            raise ValueError(f"{nt} frames do not split into videos of num_segments={t}")
+        # Concatenation of shifted slices, not slice assignment into a zero tensor: traced graphs (ONNX export)
+        # keep the shift as data movement instead of freezing it into constants.
+        x = x.view(-1, t, c, h, w)
         fold = c // self.shift_div
-        out = torch.zeros_like(x)
         if self.causal:
-            out[:, 1:, :fold] = x[:, :-1, :fold]
-            out[:, :, fold:] = x[:, :, fold:]
+            parts = [_later(x[:, :, :fold]), x[:, :, fold:]]
         else:
-            out[:, :-1, :fold] = x[:, 1:, :fold]
-            out[:, 1:, fold : 2 * fold] = x[:, :-1, fold : 2 * fold]
-            out[:, :, 2 * fold :] = x[:, :, 2 * fold :]
-        return out.view(nt, c, h, w)
+            parts = [_earlier(x[:, :, :fold]), _later(x[:, :, fold : 2 * fold]), x[:, :, 2 * fold :]]
+        return torch.cat(parts, dim=2).view(nt, c, h, w)
 
     def extra_repr(self) -> str:
         return f"num_segments={self.num_segments}, shift_div={self.shift_div}, causal={self.causal}"
+
+
+def _later(x: torch.Tensor) -> torch.Tensor:
+    """Frame t takes frame t−1's values (zeros at t = 0): x (N, T, C', H, W)."""
+    return torch.cat([torch.zeros_like(x[:, :1]), x[:, :-1]], dim=1)
+
+
+def _earlier(x: torch.Tensor) -> torch.Tensor:
+    """Frame t takes frame t+1's values (zeros at the last frame): x (N, T, C', H, W)."""
+    return torch.cat([x[:, 1:], torch.zeros_like(x[:, :1])], dim=1)

@@ -2,7 +2,15 @@
 
 from adafuse.models import bninception, efficientnet, resnet  # noqa: F401  (registers the backbones)
 from adafuse.models._registry import BackboneSpec, get_backbone, list_backbones, register_backbone
-from adafuse.models.builder import METHODS, MethodSpec, build_model, get_method, load_pretrained
+from adafuse.models.builder import (
+    METHODS,
+    MethodSpec,
+    build_from_config,
+    build_model,
+    get_method,
+    load_pretrained,
+)
+from adafuse.models.config import ModelConfig
 from adafuse.models.recognizer import Recognizer
 from adafuse.models.weights import LoadReport
 
@@ -11,7 +19,9 @@ __all__ = [
     "BackboneSpec",
     "LoadReport",
     "MethodSpec",
+    "ModelConfig",
     "Recognizer",
+    "build_from_config",
     "build_model",
     "get_backbone",
     "get_method",

@@ -22,11 +22,13 @@ temporal slots, with the fusion on its concatenated output (the official placeme
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from adafuse.layers.fusion import Policies
 from adafuse.models._registry import BackboneSpec, register_backbone
 from adafuse.models._slots import FusionFactory, ShiftFactory, no_fusion, no_shift
 
@@ -164,8 +166,12 @@ class BNInception(nn.Module):
             return self.relu(getattr(self, f"{name}_bn")(layer(x)))
         return layer(x)
 
-    def inception(self, name: str, x: torch.Tensor) -> torch.Tensor:
-        """Inception module ``name``: (N·T, in_channels, H, W) -> (N·T, out_channels, H/stride, W/stride)."""
+    def inception(
+        self, name: str, x: torch.Tensor, *, actions: torch.Tensor | None = None, sample: bool | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Inception module ``name``: (N·T, in_channels, H, W) -> ((N·T, out_channels, H/stride, W/stride), the
+        fusion's mask (N, T, G, 3) or None); ``actions`` forces the mask."""
         xs = getattr(self, f"inception_{name}_shift")(x)
         outs = []
         for branch in self.branches[name]:
@@ -175,14 +181,28 @@ class BNInception(nn.Module):
             outs.append(y)
         y = torch.cat(outs, dim=1)
         fusion = getattr(self, f"inception_{name}_fusion")
-        return y if fusion is None else fusion(xs, y)
+        if fusion is None:
+            return y, None
+        return fusion.decide_and_fuse(xs, y, actions=actions, sample=sample, generator=generator)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_with_policies(x)[0]
+
+    def forward_with_policies(
+        self, x: torch.Tensor, *, actions: Mapping[str, torch.Tensor] | None = None, sample: bool | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, Policies]:
+        """Pooled features (N·T, 1024) and the policies of every fused module (``inception_3a_fusion`` ...)."""
         for name in _STEM:
             x = self._layer(name, x)
+        policies: Policies = {}
         for spec in INCEPTION_MODULES:
-            x = self.inception(spec.name, x)
-        return torch.flatten(self.avgpool(x), 1)
+            key = f"inception_{spec.name}_fusion"
+            x, mask = self.inception(spec.name, x, actions=(actions or {}).get(key), sample=sample,
+                                     generator=generator)  # fmt: skip
+            if mask is not None:
+                policies[key] = mask
+        return torch.flatten(self.avgpool(x), 1), policies
 
     def _branch_convs(self, name: str) -> list[list[nn.Conv2d]]:
         """The convs of each branch of module ``name`` (empty for a pass-through pool branch)."""

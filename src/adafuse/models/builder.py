@@ -6,6 +6,7 @@ Methods are data: each row of :data:`METHODS` says which temporal slots a method
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 
@@ -23,6 +24,7 @@ from adafuse.layers.channel_gating import ChannelGatedConv2d
 from adafuse.layers.fusion import Fusion
 from adafuse.layers.temporal_shift import TemporalShift
 from adafuse.models._registry import get_backbone
+from adafuse.models.config import ModelConfig
 from adafuse.models.recognizer import Recognizer
 from adafuse.models.weights import LoadReport, load_backbone_weights
 
@@ -80,11 +82,14 @@ def build_model(
     num_classes: int,
     num_segments: int = 8,
     pretrained: str | None = None,
+    input_size: int | None = None,
+    normalization: str | None = None,
+    classes: Sequence[str] | None = None,
     dropout: float = 0.5,
     policy_hidden: int | None = None,
     policy_quota: int | None = None,
     shared_policy: bool = False,
-    policy_groups: int = 1,
+    policy_group_size: int = 1,
     tau: float = 0.67,
     shift_div: int = 8,
     causal_shift: bool = False,
@@ -96,22 +101,27 @@ def build_model(
 ) -> Recognizer:
     """Build a video recognizer for input (N, T, 3, H, W) -> logits (N, num_classes).
 
+    The arguments (less ``pretrained``) become the model's frozen :class:`ModelConfig` (``model.config``), which
+    checkpoints store and from which transforms and executors read.
+
     Args:
         backbone: a registered backbone (``adafuse.models.list_backbones()``).
         method: one of :data:`METHODS`.
-        num_classes: K; num_segments: T.
+        num_classes: K; num_segments: T, the frames per clip (fixed: every temporal module is built for it).
         pretrained: ImageNet weights for the backbone, a file or a torchvision weights name.
+        input_size / normalization: the frames the model is fed (default: the backbone's native size and
+            normalization); classes: class names in label order.
         policy_hidden / policy_quota: policy hidden size H, or quota Q (H = Q // C); default H = 512.
         shared_policy: share policy FC layers between blocks of equal shape.
-        policy_groups: channels per policy decision.
+        policy_group_size: channels per policy decision (contiguous groups; 1 = per channel).
         tau: Gumbel-softmax temperature. shift_div / causal_shift: TSM options.
         random_ratios: keep/reuse/skip probabilities of ``random``; keep_ratio: share kept by ``threshold``.
         cg_partitions: CGNet's p; lstm_hidden: LSTM width; seed: seed of the random policy at evaluation.
     """
-    build_args = {k: v for k, v in locals().items() if k != "pretrained"}  # recorded in checkpoints
     spec = get_backbone(backbone)
     m = get_method(method)
-    for name, value in (("num_classes", num_classes), ("num_segments", num_segments), ("policy_groups", policy_groups)):
+    for name, value in (("num_classes", num_classes), ("num_segments", num_segments),
+                        ("policy_group_size", policy_group_size)):  # fmt: skip
         if int(value) < 1:
             raise UserError(f"{name} must be a positive integer, got {value}")
     if policy_hidden is not None and policy_quota is not None:
@@ -120,6 +130,16 @@ def build_model(
         policy_hidden = 512
     if m.channel_gating and not spec.supports_channel_gating:
         raise UserError(f"method {method!r} needs a ResNet backbone, got {backbone!r}")
+    if classes is not None and len(classes) != num_classes:
+        raise UserError(f"{len(classes)} class names for num_classes={num_classes}")
+    config = ModelConfig(
+        backbone=backbone, method=method, num_classes=num_classes, num_segments=num_segments,
+        input_size=input_size or spec.input_size, normalization=normalization or spec.normalization,
+        classes=tuple(classes) if classes is not None else None, dropout=dropout, policy_hidden=policy_hidden,
+        policy_quota=policy_quota, shared_policy=shared_policy, policy_group_size=policy_group_size, tau=tau,
+        shift_div=shift_div, causal_shift=causal_shift, random_ratios=tuple(random_ratios), keep_ratio=keep_ratio,
+        cg_partitions=cg_partitions, lstm_hidden=lstm_hidden, seed=seed,
+    )  # fmt: skip
 
     slots = {}
     if m.shift:
@@ -136,11 +156,11 @@ def build_model(
             if stage < first_stage:
                 return None
             if m.fusion == "random":
-                return RandomFusion(
-                    channels, num_segments=num_segments, ratios=random_ratios, groups=policy_groups, seed=seed
-                )
+                return RandomFusion(channels, num_segments=num_segments, ratios=random_ratios,
+                                    group_size=policy_group_size, seed=seed)  # fmt: skip
             if m.fusion == "threshold":
-                return ThresholdFusion(channels, num_segments=num_segments, keep_ratio=keep_ratio, groups=policy_groups)
+                return ThresholdFusion(channels, num_segments=num_segments, keep_ratio=keep_ratio,
+                                       group_size=policy_group_size)  # fmt: skip
             return AdaptiveFusion(
                 in_channels,
                 channels,
@@ -148,34 +168,32 @@ def build_model(
                 hidden=policy_hidden,
                 quota=policy_quota,
                 actions=m.actions,
-                groups=policy_groups,
+                group_size=policy_group_size,
                 tau=tau,
                 shared=shared,
             )
 
         slots["fusion_layer"] = fusion_layer
-    try:
-        net = spec.builder(**slots)
-        model = Recognizer(
-            net,
-            num_classes=num_classes,
-            num_segments=num_segments,
-            dropout=dropout,
-            consensus=m.consensus,
-            lstm_hidden=lstm_hidden,
-        )
-    except ValueError as e:  # inconsistent sizes (groups, quota): the user's values
-        raise UserError(str(e)) from None
-    model.backbone_name, model.method, model.build_args = backbone, method, build_args
+    net = spec.builder(**slots)
+    model = Recognizer(net, num_classes=num_classes, num_segments=num_segments, dropout=dropout,
+                       consensus=m.consensus, lstm_hidden=lstm_hidden, config=config)  # fmt: skip
     if pretrained:
         log.info(load_pretrained(model, pretrained).summary())
     return model
 
 
+def build_from_config(config: ModelConfig, *, pretrained: str | None = None) -> Recognizer:
+    """The recognizer a :class:`ModelConfig` describes (fresh weights, or ImageNet ones from ``pretrained``)."""
+    if config.backbone == "custom":
+        raise UserError("this model was built by hand (backbone 'custom'): build it again yourself and load its "
+                        "weights with adafuse.checkpoint.load_weights(model, path)")  # fmt: skip
+    return build_model(**config.build_kwargs(), pretrained=pretrained)
+
+
 def load_pretrained(model: Recognizer, source: str) -> LoadReport:
     """Load ImageNet backbone weights into a built recognizer; the report lists the new (head, policy)
     tensors left at their initialisation."""
-    report = load_backbone_weights(model.backbone, source, get_backbone(model.backbone_name))
+    report = load_backbone_weights(model.backbone, source, get_backbone(model.config.backbone))
     report.missing = [f"backbone.{k}" for k in report.missing] + sorted(
         k for k in model.state_dict() if not k.startswith("backbone.")
     )

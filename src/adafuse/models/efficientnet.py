@@ -18,14 +18,14 @@ recognizer's head instead, so torchvision's ``efficientnet_bX`` weights load wit
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from functools import partial
 
 import torch
 from torch import nn
 from torchvision.ops import Conv2dNormActivation, SqueezeExcitation, StochasticDepth
 
-from adafuse.layers.fusion import Fusion
+from adafuse.layers.fusion import Fusion, Policies, qualify, scope
 from adafuse.models._registry import BackboneSpec, register_backbone
 from adafuse.models._slots import FusionFactory, ShiftFactory, no_fusion, no_shift
 
@@ -115,15 +115,25 @@ class MBConv(nn.Module):
         return self.block[self.fusion_index][0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_with_policies(x)[0]
+
+    def forward_with_policies(
+        self, x: torch.Tensor, *, actions: Mapping[str, torch.Tensor] | None = None, sample: bool | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, Policies]:
+        """(output, {"fusion": mask (N, T, G, 3)} when the block has a fusion)."""
         xs = self.shift(x)
         y = xs
+        policies: Policies = {}
         for i, layer in enumerate(self.block):
             if i == self.fusion_index and self.fusion is not None:
-                y = self.fusion(xs, y)
+                forced = (actions or {}).get("fusion")
+                y, policies["fusion"] = self.fusion.decide_and_fuse(xs, y, actions=forced, sample=sample,
+                                                                    generator=generator)  # fmt: skip
             y = layer(y)
         if self.use_res_connect:
             y = self.stochastic_depth(y) + x
-        return y
+        return y, policies
 
 
 class EfficientNet(nn.Module):
@@ -193,12 +203,31 @@ class EfficientNet(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.flatten(self.avgpool(self.features(x)), 1)
+        return self.forward_with_policies(x)[0]
+
+    def forward_with_policies(
+        self, x: torch.Tensor, *, actions: Mapping[str, torch.Tensor] | None = None, sample: bool | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, Policies]:
+        """Pooled features (N·T, num_features) and the policies of every block (``features.1.0.fusion`` ...)."""
+        x = self.features[0](x)
+        policies: Policies = {}
+        for name, block in self.named_blocks():
+            x, decided = block.forward_with_policies(x, actions=scope(actions, name), sample=sample,
+                                                     generator=generator)  # fmt: skip
+            policies.update(qualify(name, decided))
+        return torch.flatten(self.avgpool(self.features[-1](x)), 1), policies
+
+    def named_blocks(self) -> Iterator[tuple[str, MBConv]]:
+        """All MBConv blocks with their names (``features.1.0`` ...), in order."""
+        for stage in range(1, len(self.features) - 1):
+            for i, block in enumerate(self.features[stage]):
+                yield f"features.{stage}.{i}", block
 
     def blocks(self) -> Iterator[MBConv]:
         """All MBConv blocks, in order."""
-        for stage in self.features[1:-1]:
-            yield from stage
+        for _, block in self.named_blocks():
+            yield block
 
     def fusion_cost_links(self):
         """(fusion, [(producer conv, channel offset)], [consumer convs]) per fused block, for the cost counter."""

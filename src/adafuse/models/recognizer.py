@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 from torch import nn
 
-from adafuse.layers.fusion import Fusion
+from adafuse.layers.fusion import Fusion, Policies, qualify, scope
+from adafuse.models.config import ModelConfig
 
 
 class Recognizer(nn.Module):
@@ -13,14 +16,18 @@ class Recognizer(nn.Module):
 
     Input (N, T, 3, H, W) -> video logits (N, num_classes), the mean of the per-frame logits. With
     ``consensus="lstm"`` the frame features go through an LSTM (hidden ``lstm_hidden``) before the head.
-    Policies of the last forward pass are read with :meth:`policies`; the cost counter is
-    :mod:`adafuse.flops`.
+    :meth:`forward_with_policies` also returns the policies its fusion slots decided; the cost counter is
+    :mod:`adafuse.flops`. ``config`` (a :class:`~adafuse.models.config.ModelConfig`) says what the model is;
+    ``build_model`` fills it, a hand-built recognizer gets ``backbone="custom"``.
 
     Args:
-        backbone: maps (N·T, 3, H, W) -> (N·T, backbone.num_features).
+        backbone: maps (N·T, 3, H, W) -> (N·T, backbone.num_features); it returns its policies when it has a
+            ``forward_with_policies`` method (every backbone of this package does).
         num_classes: K.
-        num_segments: default T; the actual T is taken from each input.
+        num_segments: T. Every temporal module of the backbone must have been built for the same T (checked);
+            inputs must have T frames (checked).
         dropout: dropout on the pooled features (0.5 in the paper).
+        config: the model's config; default: a ``custom`` one from the arguments.
     """
 
     def __init__(
@@ -32,13 +39,22 @@ class Recognizer(nn.Module):
         dropout: float = 0.5,
         consensus: str = "avg",
         lstm_hidden: int = 512,
+        config: ModelConfig | None = None,
     ) -> None:
         super().__init__()
         if consensus not in ("avg", "lstm"):
             raise ValueError(f"consensus must be 'avg' or 'lstm', got {consensus!r}")
+        for name, m in backbone.named_modules():
+            t = getattr(m, "num_segments", num_segments)
+            if t != num_segments:
+                raise ValueError(f"backbone.{name} was built for num_segments={t}, the recognizer for {num_segments}")
+        if config is None:
+            config = ModelConfig(backbone="custom", method="custom", num_classes=num_classes,
+                                 num_segments=num_segments, dropout=dropout, lstm_hidden=lstm_hidden)  # fmt: skip
+        elif (config.num_classes, config.num_segments) != (num_classes, num_segments):
+            raise ValueError("config.num_classes / num_segments disagree with the recognizer's arguments")
+        self.config = config
         self.backbone = backbone
-        self.num_segments = num_segments
-        self.num_classes = num_classes
         self.consensus = consensus
         features = backbone.num_features
         self.lstm = nn.LSTM(features, lstm_hidden, batch_first=True) if consensus == "lstm" else None
@@ -47,33 +63,70 @@ class Recognizer(nn.Module):
         nn.init.normal_(self.head.weight, 0.0, 0.001)
         nn.init.zeros_(self.head.bias)
 
-    def set_num_segments(self, num_segments: int) -> None:
-        """Tell every temporal module (shift, fusion) how many frames a video has."""
-        self.num_segments = num_segments
-        for m in self.backbone.modules():
-            if hasattr(m, "num_segments"):
-                m.num_segments = num_segments
+    @property
+    def num_classes(self) -> int:
+        """K."""
+        return self.config.num_classes
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Frame features: (N, T, 3, H, W) -> (N, T, F)."""
-        n, t = x.shape[:2]
-        self.set_num_segments(t)
-        return self.backbone(x.flatten(0, 1)).view(n, t, -1)
+    @property
+    def num_segments(self) -> int:
+        """T, the frames per clip the model was built for."""
+        return self.config.num_segments
 
-    def frame_logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Per-frame logits: (N, T, 3, H, W) -> (N, T, K)."""
-        f = self.forward_features(x)
+    def forward_with_policies(
+        self,
+        clips: torch.Tensor,
+        *,
+        actions: Mapping[str, torch.Tensor] | None = None,
+        sample: bool | None = None,
+        generator: torch.Generator | None = None,
+        per_frame: bool = False,
+    ) -> tuple[torch.Tensor, Policies]:
+        """Logits and the policies that produced them.
+
+        Args:
+            clips: (N, T, 3, H, W).
+            actions: forced policy masks (N, T, G, 3) by fusion name (names as :meth:`fusions` gives them);
+                those fusions do not run their policy.
+            sample: stochastic decisions (Gumbel-softmax samples); default: in training mode only.
+            generator: source of the sampling noise (a seeded, repeatable evaluation); default: the global RNG.
+            per_frame: return frame logits (N, T, K) instead of the video logits (N, K).
+
+        Returns:
+            (logits, policies): ``policies[name]`` is the (N, T, G, 3) one-hot mask of fusion ``name``
+            (and, for CGNet's gated convs, the gated-off share of every frame, (N·T,)).
+        """
+        n, t = clips.shape[:2]
+        if t != self.num_segments:
+            raise ValueError(
+                f"the model was built for num_segments={self.num_segments} frames per clip, got {t}; rebuild it "
+                f"for {t} (e.g. adafuse.checkpoint.load_model(path, num_segments={t}))"
+            )
+        x = clips.flatten(0, 1)
+        if hasattr(self.backbone, "forward_with_policies"):
+            features, policies = self.backbone.forward_with_policies(
+                x, actions=scope(actions, "backbone"), sample=sample, generator=generator
+            )
+            policies = qualify("backbone", policies)
+        else:
+            features, policies = self.backbone(x), {}
+        unused = sorted(set(actions or ()) - set(policies))
+        if unused:
+            raise ValueError(f"forced actions for modules without a policy: {', '.join(unused)}")
+        f = features.view(n, t, -1)
         if self.lstm is not None:
             f = self.lstm(f)[0]
-        return self.head(self.dropout(f))
+        logits = self.head(self.dropout(f))
+        return (logits if per_frame else logits.mean(dim=1)), policies
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.frame_logits(x).mean(dim=1)
+    def forward(self, clips: torch.Tensor) -> torch.Tensor:
+        """Video logits: (N, T, 3, H, W) -> (N, K)."""
+        return self.forward_with_policies(clips)[0]
+
+    def frame_logits(self, clips: torch.Tensor) -> torch.Tensor:
+        """Per-frame logits: (N, T, 3, H, W) -> (N, T, K)."""
+        return self.forward_with_policies(clips, per_frame=True)[0]
 
     def fusions(self) -> dict[str, Fusion]:
-        """The fusion slots, by module name."""
+        """The fusion slots, by module name (the keys of the policies)."""
         return {name: m for name, m in self.named_modules() if isinstance(m, Fusion)}
-
-    def policies(self) -> dict[str, torch.Tensor]:
-        """Masks (N, T, C, 3) of the last forward pass, one-hot over KEEP/REUSE/SKIP, by module name."""
-        return {name: m.last_mask for name, m in self.fusions().items() if m.last_mask is not None}

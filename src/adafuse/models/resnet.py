@@ -8,17 +8,19 @@ Each residual block has three optional slots (see :mod:`adafuse.models._slots`):
 The shift sits on the residual branch only (original TSM); the policy sees the shifted input, like the
 official code. Unlike the official BateNet we do not feed the shifted x to the projection shortcut.
 ``conv1`` can be swapped for a channel-gated conv (CGNet). The network returns pooled features
-(N·T, num_features); the classifier lives in the recognizer.
+(N·T, num_features); the classifier lives in the recognizer. Blocks and trunk have ``forward(x) -> Tensor``
+and ``forward_with_policies(x, ...) -> (Tensor, policies)``, which also returns what their slots decided.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import torch
 from torch import nn
 
-from adafuse.layers.fusion import Fusion
+from adafuse.layers.channel_gating import ChannelGatedConv2d
+from adafuse.layers.fusion import Fusion, Policies, qualify, scope
 from adafuse.models._registry import BackboneSpec, register_backbone
 from adafuse.models._slots import ConvFactory, FusionFactory, ShiftFactory, no_fusion, no_shift
 
@@ -27,7 +29,35 @@ def _slot(module: nn.Module | None) -> nn.Module:
     return nn.Identity() if module is None else module
 
 
-class BasicBlock(nn.Module):
+def _first_conv(conv: nn.Conv2d, x: torch.Tensor, policies: Policies) -> torch.Tensor:
+    """conv1 of a block; a channel-gated conv (CGNet) also reports its gated-off shares under ``"conv1"``."""
+    if isinstance(conv, ChannelGatedConv2d):
+        y, policies["conv1"] = conv(x, with_gate=True)  # through __call__: hooks (the cost counter) see it
+        return y
+    return conv(x)
+
+
+class _Block(nn.Module):
+    """What both residual blocks share: ``forward`` is ``forward_with_policies`` without the policies."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_with_policies(x)[0]
+
+    def _fused_first(
+        self, x: torch.Tensor, actions: Mapping[str, torch.Tensor] | None, sample, generator
+    ) -> tuple[torch.Tensor, torch.Tensor, Policies]:
+        """Shift, conv1, BN, ReLU and the fusion: returns (shifted input, fused y, policies)."""
+        policies: Policies = {}
+        xs = self.shift(x)
+        y = self.relu(self.bn1(_first_conv(self.conv1, xs, policies)))
+        if self.fusion is not None:
+            forced = (actions or {}).get("fusion")
+            y, policies["fusion"] = self.fusion.decide_and_fuse(xs, y, actions=forced, sample=sample,
+                                                                generator=generator)  # fmt: skip
+        return xs, y, policies
+
+
+class BasicBlock(_Block):
     """3×3 → 3×3 residual block (ResNet-18/34). Input (N·T, inplanes, H, W) -> (N·T, planes, H/s, W/s)."""
 
     expansion = 1
@@ -53,17 +83,18 @@ class BasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(planes)
         self.downsample = downsample
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xs = self.shift(x)
-        y = self.relu(self.bn1(self.conv1(xs)))
-        if self.fusion is not None:
-            y = self.fusion(xs, y)
+    def forward_with_policies(
+        self, x: torch.Tensor, *, actions: Mapping[str, torch.Tensor] | None = None, sample: bool | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, Policies]:
+        """(output, {"fusion": mask (N, T, G, 3)} when the block has a fusion)."""
+        _, y, policies = self._fused_first(x, actions, sample, generator)
         y = self.bn2(self.conv2(y))
         identity = x if self.downsample is None else self.downsample(x)
-        return self.relu(y + identity)
+        return self.relu(y + identity), policies
 
 
-class Bottleneck(nn.Module):
+class Bottleneck(_Block):
     """1×1 → 3×3 (stride) → 1×1 residual block (ResNet-50/101, torchvision v1.5).
     Input (N·T, inplanes, H, W) -> (N·T, 4·planes, H/s, W/s)."""
 
@@ -92,15 +123,16 @@ class Bottleneck(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xs = self.shift(x)
-        y = self.relu(self.bn1(self.conv1(xs)))
-        if self.fusion is not None:
-            y = self.fusion(xs, y)
+    def forward_with_policies(
+        self, x: torch.Tensor, *, actions: Mapping[str, torch.Tensor] | None = None, sample: bool | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, Policies]:
+        """(output, {"fusion": mask (N, T, G, 3)} when the block has a fusion)."""
+        _, y, policies = self._fused_first(x, actions, sample, generator)
         y = self.relu(self.bn2(self.conv2(y)))
         y = self.bn3(self.conv3(y))
         identity = x if self.downsample is None else self.downsample(x)
-        return self.relu(y + identity)
+        return self.relu(y + identity), policies
 
 
 class ResNet(nn.Module):
@@ -164,14 +196,31 @@ class ResNet(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_with_policies(x)[0]
+
+    def forward_with_policies(
+        self, x: torch.Tensor, *, actions: Mapping[str, torch.Tensor] | None = None, sample: bool | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, Policies]:
+        """Pooled features (N·T, num_features) and the policies of every block, named like ``layer1.0.fusion``."""
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return torch.flatten(self.avgpool(x), 1)
+        policies: Policies = {}
+        for name, block in self.named_blocks():
+            x, decided = block.forward_with_policies(x, actions=scope(actions, name), sample=sample,
+                                                     generator=generator)  # fmt: skip
+            policies.update(qualify(name, decided))
+        return torch.flatten(self.avgpool(x), 1), policies
+
+    def named_blocks(self) -> Iterator[tuple[str, BasicBlock | Bottleneck]]:
+        """All residual blocks with their names (``layer1.0`` ...), in order."""
+        for stage in range(self.num_stages):
+            for i, block in enumerate(getattr(self, f"layer{stage + 1}")):
+                yield f"layer{stage + 1}.{i}", block
 
     def blocks(self) -> Iterator[BasicBlock | Bottleneck]:
         """All residual blocks, in order."""
-        for stage in range(self.num_stages):
-            yield from getattr(self, f"layer{stage + 1}")
+        for _, block in self.named_blocks():
+            yield block
 
     def fusion_cost_links(self):
         """(fusion, [(producer conv, channel offset)], [consumer convs]) per fused block, for the cost counter."""

@@ -10,9 +10,10 @@ Four paths process the same frames, interleaved frame by frame so that load on a
   how much of the sparse path's gain is inference engineering rather than skipping.
 
 The policy is either forced (a fixed random generator gives every block, at every frame, exactly the requested
-keep / reuse / skip shares, the same masks on the masked and sparse paths; the policy nets still run) or a trained
-checkpoint's own. ``mac_ratio`` is the Eq. 5 cost of those masks over the dense TSN cost, ``executed_mac_ratio``
-the sparse executor's own count of what it ran (more than Eq. 5 where the cost model chose dense layers).
+keep / reuse / skip shares, the same masks on the masked and sparse paths; the sparse executor still runs its policy
+nets, the masked model takes the masks as its ``actions`` input) or a trained checkpoint's own. ``mac_ratio`` is
+the Eq. 5 cost of those masks over the dense TSN cost, ``executed_mac_ratio`` the sparse executor's own count of
+what it ran (more than Eq. 5 where the cost model chose dense layers).
 """
 
 from __future__ import annotations
@@ -29,11 +30,11 @@ import torch
 from torch import nn
 
 from adafuse.errors import UserError
-from adafuse.flops import CostTable, fusion_saving, profile
+from adafuse.flops import CostTable, adaptive_macs, profile
 from adafuse.inference.sparse import SparseRecognizer
-from adafuse.layers.actions import NUM_ACTIONS
+from adafuse.layers.actions import KEEP, NUM_ACTIONS, REUSE, SKIP, actions_to_mask
 from adafuse.layers.adaptive_fusion import AdaptiveFusion
-from adafuse.models import Recognizer, build_model
+from adafuse.models import build_from_config, build_model
 
 # Per-stage (keep, reuse, skip) shares of a trained AdaFuse ResNet-50, read off the project page's bar chart
 # (Something-V1): mostly skipping early, more keeping and reusing late.
@@ -57,45 +58,24 @@ def parse_policy(spec: str) -> tuple[tuple[float, float, float], ...]:
 
 class ForcedPolicy:
     """Exact-share random actions: every block, every frame, ``round(share·G)`` decisions of each action, at random
-    positions. ``next_frame()`` returns one (1, G) action array per fused block of ``engine``."""
+    positions. ``next_frame()`` returns the policy masks (1, G, 3) of one frame, by fusion name of ``engine``."""
 
     def __init__(self, engine: SparseRecognizer, shares: Sequence[tuple[float, float, float]], *, seed: int = 0):
-        self.groups = [(b.stage, b.units) for b in engine.blocks if b.policy is not None]
+        self.groups = [(b.fusion_name, b.stage, b.units) for b in engine.blocks if b.policy is not None]
         self.shares = shares
         self.rng = np.random.default_rng(seed)
 
-    def next_frame(self) -> list[np.ndarray]:
-        actions = []
-        for stage, g in self.groups:
+    def next_frame(self) -> dict[str, torch.Tensor]:
+        masks = {}
+        for name, stage, g in self.groups:
             keep, reuse, _ = self.shares[stage]
             n_keep, n_reuse = round(keep * g), round(reuse * g)
-            a = np.full(g, 2, dtype=np.int64)
+            a = np.full(g, int(SKIP), dtype=np.int64)
             order = self.rng.permutation(g)
-            a[order[:n_keep]] = 0
-            a[order[n_keep : n_keep + n_reuse]] = 1
-            actions.append(a[None])
-        return actions
-
-
-def _force_masks(model: Recognizer, names: list[str]) -> list[torch.Tensor | None]:
-    """Make the fusions of ``model`` (in ``names`` order) decide as told: returns per-fusion slots, each holding the
-    (1, G, 3) one-hot to return next; the policy net still runs first, so its cost is in the timing."""
-    slots: list[torch.Tensor | None] = [None] * len(names)
-    fusions = model.fusions()
-    for k, name in enumerate(names):
-        fusion = fusions[f"backbone.{name}.fusion"]
-        original = fusion.decide
-
-        def decide(x, y, original=original, k=k):
-            original(x, y)
-            return slots[k]
-
-        fusion.decide = decide
-    return slots
-
-
-def _one_hot(actions: np.ndarray) -> torch.Tensor:
-    return torch.nn.functional.one_hot(torch.from_numpy(actions), NUM_ACTIONS).float()
+            a[order[:n_keep]] = int(KEEP)
+            a[order[n_keep : n_keep + n_reuse]] = int(REUSE)
+            masks[name] = actions_to_mask(torch.from_numpy(a[None]))
+        return masks
 
 
 def _frames(count: int, size: int, normalization: str, seed: int) -> torch.Tensor:
@@ -120,7 +100,7 @@ def measure_latency(
     warmup: int = 5,
     input_size: int = 224,
     policy_hidden: int = 64,
-    policy_groups: int = 1,
+    policy_group_size: int = 1,
     num_classes: int = 174,
     seed: int = 0,
 ) -> dict[str, Any]:
@@ -134,7 +114,7 @@ def measure_latency(
         checkpoint: a trained AdaFuse checkpoint (required by ``policy="trained"``): its weights are timed.
         frames / warmup: timed frames and untimed frames before them.
         input_size: frame side.
-        policy_hidden / policy_groups: policy hidden size and channels per decision of the random-weight AdaFuse
+        policy_hidden / policy_group_size: policy hidden size and channels per decision of the random-weight AdaFuse
             model (without ``checkpoint``); groups make every gather move contiguous blocks.
         num_classes: classifier size of the random-weight models.
     """
@@ -144,8 +124,8 @@ def measure_latency(
     try:
         return _measure(
             backbone=backbone, threads=threads, policy=policy, checkpoint=checkpoint, frames=frames, warmup=warmup,
-            input_size=input_size, policy_hidden=policy_hidden, policy_groups=policy_groups, num_classes=num_classes,
-            seed=seed,
+            input_size=input_size, policy_hidden=policy_hidden, policy_group_size=policy_group_size,
+            num_classes=num_classes, seed=seed,
         )  # fmt: skip
     finally:
         torch.set_flush_denormal(False)
@@ -162,45 +142,43 @@ def _measure(
     warmup: int,
     input_size: int,
     policy_hidden: int,
-    policy_groups: int,
+    policy_group_size: int,
     num_classes: int,
     seed: int,
 ) -> dict[str, Any]:
     torch.manual_seed(seed)
-    meta: dict[str, Any] = {"normalization": "imagenet"}
     if checkpoint is not None:
         from adafuse.checkpoint import load_model
 
-        ada, meta = load_model(checkpoint)
-        backbone, num_classes = ada.backbone_name, ada.num_classes
+        ada, _ = load_model(checkpoint, num_segments=1)
+        backbone, num_classes = ada.config.backbone, ada.num_classes
     elif policy == "trained":
         raise UserError("policy 'trained' needs --checkpoint (a trained AdaFuse model)")
     else:
         ada = build_model(
             backbone=backbone, method="adafuse_tsn", num_classes=num_classes, num_segments=1,
-            policy_hidden=policy_hidden, policy_groups=policy_groups,
+            policy_hidden=policy_hidden, policy_group_size=policy_group_size,
         ).eval()  # fmt: skip
     if not ada.fusions():
-        raise UserError(f"{ada.method} has no fusion policy to time; give an AdaFuse checkpoint")
+        raise UserError(f"{ada.config.method} has no fusion policy to time; give an AdaFuse checkpoint")
     tsn = build_model(backbone=backbone, method="tsn", num_classes=num_classes, num_segments=1).eval()
     tsn.load_state_dict({k: v for k, v in ada.state_dict().items() if ".fusion." not in k})  # same backbone weights
     sparse = SparseRecognizer.from_model(ada, input_size=input_size)
     dense_engine = SparseRecognizer.from_model(tsn, input_size=input_size)
-    names = sparse.fused_blocks
-    tables = (
-        profile(ada, num_segments=frames, input_size=input_size),
-        profile(tsn, num_segments=frames, input_size=input_size),
-    )
+    with torch.device("meta"):  # cost tables for one video of all the timed frames
+        tables = tuple(profile(build_from_config(m.config.replace(num_segments=frames)), input_size=input_size)
+                       for m in (ada, tsn))  # fmt: skip
     forced = None if policy == "trained" else ForcedPolicy(sparse, parse_policy(policy), seed=seed)
-    slots = _force_masks(ada, names) if forced is not None else None
-    clip = _frames(warmup + frames, input_size, meta.get("normalization", "imagenet"), seed)
+    clip = _frames(warmup + frames, input_size, ada.config.normalization, seed)
 
     states = {"sparse": sparse.init_state(1), "dense_engine": dense_engine.init_state(1)}
     times: dict[str, list[float]] = {"dense": [], "masked": [], "sparse": [], "dense_engine": []}
-    masks: list[list[np.ndarray]] = []
+    masks: list[dict[str, torch.Tensor]] = []
     runs = {
         "dense": lambda x, a: tsn(x[None]),
-        "masked": lambda x, a: ada(x[None]),
+        "masked": lambda x, a: ada.forward_with_policies(
+            x[None], actions=None if a is None else {k: v[:, None] for k, v in a.items()}
+        ),
         "sparse": lambda x, a: sparse.step(x, states["sparse"], actions=a),
         "dense_engine": lambda x, a: dense_engine.step(x, states["dense_engine"]),
     }
@@ -212,17 +190,15 @@ def _measure(
                 sparse.reset_stats()
                 dense_engine.reset_stats()
             actions = forced.next_frame() if forced is not None else None
-            if slots is not None:
-                slots[:] = [_one_hot(a) for a in actions]
             for name in order[i % 4 :] + order[: i % 4]:  # rotate who runs first: cache and load effects even out
                 start = time.perf_counter()
                 runs[name](clip[i], actions)
                 if i >= warmup:
                     times[name].append(time.perf_counter() - start)
             if i >= warmup:
-                masks.append(actions if actions is not None else sparse.last_actions)
+                masks.append(actions if actions is not None else sparse.last_policies)
     ms = {name: statistics.median(t) * 1e3 for name, t in times.items()}
-    mac_ratio = _eq5_ratio(ada, *tables, names, masks)
+    mac_ratio = _eq5_ratio(*tables, masks)
     executed_ratio = sparse.executed_macs / dense_engine.executed_macs
     shares = sparse.stats.shares()
     return {
@@ -232,7 +208,7 @@ def _measure(
         "input_size": input_size,
         "frames": frames,
         "policy_hidden": _policy_hidden(ada),
-        "policy_groups": next(iter(ada.fusions().values())).groups,
+        "policy_group_size": next(iter(ada.fusions().values())).group_size,
         "dense_ms": ms["dense"],
         "masked_ms": ms["masked"],
         "sparse_ms": ms["sparse"],
@@ -254,19 +230,11 @@ def _policy_hidden(model: nn.Module) -> int:
     return fusion.policy.fc0.out_features
 
 
-def _eq5_ratio(
-    ada: Recognizer, table: CostTable, tsn_table: CostTable, names: list[str], masks: list[list[np.ndarray]]
-) -> float:
-    """Eq. 5 MACs of the AdaFuse model under ``masks`` (frames × blocks of (1, G) actions), one video of all the
-    timed frames, over the dense TSN MACs of as many frames (``table``s profiled for that many frames)."""
-    fusions = ada.fusions()
-    cost = table.dense_macs
-    for k, name in enumerate(names):
-        key = f"backbone.{name}.fusion"
-        actions = np.stack([frame[k][0] for frame in masks])  # (T, G)
-        mask = _one_hot(actions).repeat_interleave(fusions[key].groups, dim=1)[None]  # (1, T, C, 3)
-        cost -= float(fusion_saving(mask, *table.fusion[key])[0])
-    return cost / tsn_table.dense_macs
+def _eq5_ratio(table: CostTable, tsn_table: CostTable, masks: list[dict[str, torch.Tensor]]) -> float:
+    """Eq. 5 MACs of the AdaFuse model under ``masks`` (per frame: (1, G, 3) masks by fusion name), one video of all
+    the timed frames, over the dense TSN MACs of as many frames (``table``s made for that many frames)."""
+    policies = {name: torch.stack([frame[name] for frame in masks], dim=1) for name in masks[0]}  # (1, T, G, 3)
+    return float(adaptive_macs(policies, table, batch_size=1)[0]) / tsn_table.dense_macs
 
 
 def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
