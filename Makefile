@@ -11,7 +11,7 @@ $(BIN)/python:
 
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install --upgrade pip >/dev/null
-	$(BIN)/pip install -e ".[dev]"
+	$(BIN)/pip install -e ".[dev,bench]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -144,15 +144,20 @@ def test_bad_list_lines_name_file_and_line(tmp_path, line, message):
         read_list(path, root=root, format="frames", num_classes=174, spaces_in_paths=False)
 
 
-def test_min_frames_and_skipping(tmp_path, caplog):
+def test_min_frames_drops_and_counts_short_videos_and_skipping_counts_bad_lines(tmp_path, caplog):
     root = make_folders(tmp_path, ["a 2 0", "b 5 0"])
-    path = write(tmp_path / "list.txt", ["a 2 0", "b 5 0", "c 9 0"])
-    with pytest.raises(UserError, match="list.txt:1: 2 frames listed, fewer than the 3 needed"):
+    path = write(tmp_path / "list.txt", ["a 2 0", "b 5 0", "c 9 0", "d 1 0"])
+    with pytest.raises(UserError, match="list.txt:3: frame folder .*c not found"):  # a short video is no error
         read_list(path, root=root, format="frames", num_classes=2, min_frames=3)
+    caplog.clear()
     records = read_list(path, root=root, format="frames", num_classes=2, min_frames=3, on_error="skip")
     assert [r.path for r in records] == ["b"]  # the others are dropped, never replaced
-    assert "list.txt:1: 2 frames listed" in caplog.text and "list.txt:3: frame folder" in caplog.text
-    assert "skipped 2 of 3" in caplog.text
+    assert "list.txt:3: frame folder" in caplog.text and "skipped 1 of 4" in caplog.text
+    assert "list.txt: dropped 2 of 4 videos listed with fewer than 3 frames" in caplog.text
+    assert "list.txt:1" not in caplog.text and "list.txt:4" not in caplog.text  # one count, no line each
+    caplog.clear()
+    kept = read_list(path, root=root, format="frames", num_classes=2, on_error="skip")  # default: keep all
+    assert [r.path for r in kept] == ["a", "b"] and "dropped" not in caplog.text  # d's folder is missing
 
 
 def test_missing_list_and_root(tmp_path):

@@ -52,7 +52,7 @@ PRESET_LAYOUTS = {
             "images/val/air drumming/btX0PMRlEPg_000001_000011 120 0",
             "images/val/answering questions/x_000000_000010 30 1",
         ],
-        "img_{:05d}.jpg",
+        "{:05d}.jpg",  # the authors' frames and `adafuse prepare frames`
         {},
     ),
 }

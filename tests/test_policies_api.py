@@ -153,3 +153,16 @@ def test_policy_group_size_config_key_and_its_old_name():
 
     assert load_config(None, ["model.policy_groups=4"])["model"]["policy_group_size"] == 4
     assert isinstance(next(iter(small(policy_group_size=4).fusions().values())), AdaptiveFusion)
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [(["--policy-group-size", "3"], "must be divisible by policy_group_size (3)"),
+     (["--policy-quota", "10"], "policy hidden size must be >= 1")],
+)
+def test_sizes_that_do_not_fit_the_backbone_are_one_line_errors(flags, message, capsys):
+    from adafuse.cli import main
+
+    assert main(["flops", "--backbone", "resnet18", "--method", "adafuse_tsn", "--num-classes", "3", *flags]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err

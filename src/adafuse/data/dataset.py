@@ -22,6 +22,7 @@ import torch
 from torch.utils.data import Dataset
 
 from adafuse.data._problems import OnError, check_on_error, log
+from adafuse.data.layout import resolve_layout
 from adafuse.data.lists import VideoRecord, read_list
 from adafuse.data.readers import FrameFolderReader, Pick, VideoFileReader
 from adafuse.data.sampling import eval_indices, train_indices
@@ -138,6 +139,9 @@ def build_dataset(
 ) -> ClipDataset:
     """The clips of one split of a dataset.
 
+    The list is checked when the dataset is built: its lines, labels and folders, and the frame layout (flat or
+    split folders, the frame template) against its first folders (see :func:`~adafuse.data.layout.resolve_layout`).
+
     Args:
         spec: a :class:`DatasetSpec` or the path of a ``dataset.yaml``.
         split: ``"train"`` or ``"val"``: which list file.
@@ -149,7 +153,7 @@ def build_dataset(
         num_crops: 1 (centre crop) or 3 (three crops along the longer side) when evaluating.
         scale_size: evaluation resize of the shorter side; default ``input_size × 256 // 224``.
         seed: base of every random choice.
-        min_frames: fewest frames a listed frame folder may have (the official code drops videos under 3).
+        min_frames: drop frame folders listed with fewer frames, counted in one warning (the official code: 3).
         on_error: ``"raise"`` a :class:`UserError` at the first bad line or file, or ``"skip"`` with warnings.
 
     Returns:
@@ -165,16 +169,23 @@ def build_dataset(
         raise UserError(f"normalization must be 'imagenet' or 'bgr255', got {normalization!r}")
     if num_crops not in (1, 3):
         raise UserError(f"num_crops must be 1 or 3, got {num_crops}")
+    list_file = spec.list_file(split)
+    layout = None
+    if spec.format == "frames":
+        layout = resolve_layout(
+            list_file, root=spec.root, template=spec.template, split=split, spaces_in_paths=spec.spaces_in_paths
+        )
     records = read_list(
-        spec.list_file(split),
+        list_file,
         root=spec.root,
         format=spec.format,
         num_classes=spec.num_classes,
         spaces_in_paths=spec.spaces_in_paths,
         min_frames=min_frames,
         on_error=on_error,
+        locate=layout.folder if layout is not None else None,
     )
-    reader = FrameFolderReader(spec.root, spec.template) if spec.format == "frames" else VideoFileReader(spec.root)
+    reader = FrameFolderReader(spec.root, layout.template) if layout is not None else VideoFileReader(spec.root)
     transform: TrainTransform | EvalTransform
     if train:
         transform = TrainTransform(

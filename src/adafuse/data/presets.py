@@ -9,9 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from importlib import resources
+from typing import TYPE_CHECKING
 
-from adafuse.data.lists import read_class_names
+from adafuse.data.classes import read_class_names
 from adafuse.errors import UserError
+
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
 
 
 @dataclass(frozen=True)
@@ -57,7 +61,7 @@ PRESETS: dict[str, Preset] = {
         ),
         Preset(
             name="something_v2",
-            template="{:06d}.jpg",  # TSM's vid2img_sthv2.py; AdaFuse's lists say train/<id> and val/<id>
+            template="{:06d}.jpg",  # TSM's vid2img_sthv2.py; AdaFuse's {:05d}.jpg in train/<id>, val/<id> is detected
             num_classes=174,
             flip=False,
             spaces_in_paths=False,
@@ -75,7 +79,7 @@ PRESETS: dict[str, Preset] = {
         ),
         Preset(
             name="mini_kinetics",
-            template="img_{:05d}.jpg",  # the official lists use {:05d}.jpg: set template to match your frames
+            template="{:05d}.jpg",  # the authors' frames and `adafuse prepare frames`; TSN's img_{:05d}.jpg is detected
             num_classes=200,
             flip=True,
             spaces_in_paths=True,
@@ -93,17 +97,29 @@ PRESETS: dict[str, Preset] = {
 }
 
 
+# The authors' dataset keys (their --dataset flag) name the same presets.
+ALIASES: dict[str, str] = {"something": "something_v1", "somethingv2": "something_v2", "minik": "mini_kinetics"}
+
+
 def get_preset(name: str) -> Preset:
-    """The preset called ``name``; a :class:`UserError` listing the known ones otherwise."""
-    if name not in PRESETS:
-        raise UserError(f"unknown dataset preset {name!r}; known: {', '.join(PRESETS)}")
-    return PRESETS[name]
+    """The preset called ``name`` (or by the authors' key, see :data:`ALIASES`); a :class:`UserError` otherwise."""
+    preset = PRESETS.get(ALIASES.get(name, name))
+    if preset is None:
+        aliases = ", ".join(f"{a} = {b}" for a, b in ALIASES.items())
+        raise UserError(f"unknown dataset preset {name!r}; known: {', '.join(PRESETS)} (also {aliases})")
+    return preset
+
+
+def packaged_class_file(name: str) -> Traversable | None:
+    """The class file that ships with a preset (``None`` for ``custom``)."""
+    preset = get_preset(name)
+    return None if preset.classes is None else resources.files("adafuse.data") / "classes" / preset.classes
 
 
 def preset_class_names(name: str) -> list[str]:
     """Class names of a preset in index order (empty for ``custom``)."""
-    preset = get_preset(name)
-    if preset.classes is None:
+    packaged = packaged_class_file(name)
+    if packaged is None:
         return []
-    with resources.as_file(resources.files("adafuse.data") / "classes" / preset.classes) as path:
+    with resources.as_file(packaged) as path:
         return read_class_names(path)

@@ -8,7 +8,8 @@ training configs point to::
     root: frames                  # relative paths resolve against this file's folder
     train_list: train.txt
     val_list: val.txt
-    classes: classes.txt          # idx,name or one name per line; default: the preset's packaged names
+    classes: classes.txt          # idx,name or one name per line; default: the class file beside the lists
+                                  # (classInd.txt, category.txt, classes.txt), else the preset's packaged names
     template: "{:06d}.jpg"        # frame file of a 1-based index
     num_classes: 174
     flip: false                   # true, false, or swap (flip and swap left/right labels)
@@ -23,8 +24,10 @@ from typing import Any
 
 import yaml
 
-from adafuse.data.lists import ListFormat, read_class_names
-from adafuse.data.presets import get_preset, preset_class_names
+from adafuse.data._problems import log
+from adafuse.data.classes import read_class_names
+from adafuse.data.lists import ListFormat
+from adafuse.data.presets import get_preset, packaged_class_file, preset_class_names
 from adafuse.errors import UserError
 
 _KEYS = (
@@ -168,8 +171,13 @@ def _build(values: dict[str, Any], *, base: Path, origin: str, lines: dict[str, 
     if first == second:
         raise UserError(f"{at('template')}: template {template!r} gives the same name to every frame")
 
-    classes = resolve("classes")
+    classes, beside = resolve("classes"), False
+    if classes is None and preset.classes is not None:
+        classes = _class_file_beside(resolve("train_list"), resolve("val_list"))
+        beside = classes is not None
     names = read_class_names(classes) if classes is not None else preset_class_names(preset.name)
+    if classes is not None and preset.classes is not None:
+        _report_class_order(names, f"{classes} (beside the lists)" if beside else str(classes), preset.name, origin)
     num_classes = typed("num_classes", (int,), "a positive integer")
     if names and num_classes is not None and num_classes != len(names):
         where = classes if classes is not None else f"preset {preset.name}"
@@ -225,3 +233,43 @@ def _check_flip_map(mapping: dict, num_classes: int, where: str) -> dict[int, in
         if out.get(b, b) != a:
             raise UserError(f"{where}: flip_label_map must be symmetric: {a} -> {b} but {b} -> {out.get(b, b)}")
     return out
+
+
+# Class files that come with list files: AdaFuse's classInd.txt (minik_classInd.txt), TSM's category.txt, ours.
+_CLASS_FILES = ("classInd.txt", "*_classInd.txt", "category.txt", "classes.txt")
+
+
+def _class_file_beside(*lists: Path | None) -> Path | None:
+    """The class file in the folder of the list files, if there is one (two that disagree are an error)."""
+    found: dict[Path, list[str]] = {}
+    for folder in dict.fromkeys(p.parent for p in lists if p is not None):
+        for pattern in _CLASS_FILES:
+            for path in sorted(folder.glob(pattern)):
+                found.setdefault(path, read_class_names(path))
+    if not found:
+        return None
+    (first, names), *others = found.items()
+    for other, other_names in others:
+        if other_names != names:
+            raise UserError(f"{first} and {other} both lie beside the lists and differ: say which with 'classes'")
+    return first
+
+
+def _report_class_order(names: list[str], classes: str, preset: str, origin: str) -> None:
+    """Warn when a class file disagrees with the preset's packaged names: its labels are not the packaged ones.
+
+    TSM's label scripts sort the class names, so their Something-V1 lists number 173 of the 174 classes
+    differently from the authors' classInd.txt (Jester 26 of 27); nothing in the list itself tells.
+    """
+    packaged = preset_class_names(preset)
+    differ = sum(a != b for a, b in zip(names, packaged, strict=False)) + abs(len(names) - len(packaged))
+    if differ:
+        log.warning(
+            "%s: class file %s differs from the packaged %s names (%s) at %d of %d indices; labels follow it",
+            origin,
+            classes,
+            preset,
+            packaged_class_file(preset),
+            differ,
+            max(len(names), len(packaged)),
+        )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from adafuse.errors import UserError
 from adafuse.layers.actions import KEEP, NUM_ACTIONS, SKIP
 from adafuse.layers.fusion import Fusion
 
@@ -30,7 +31,7 @@ class RandomFusion(Fusion):
     ) -> None:
         super().__init__(channels, num_segments=num_segments, group_size=group_size)
         if len(ratios) != NUM_ACTIONS or min(ratios) < 0 or abs(sum(ratios) - 1) > 1e-6:
-            raise ValueError(f"ratios must be 3 non-negative numbers summing to 1, got {ratios}")
+            raise UserError(f"ratios must be 3 non-negative numbers summing to 1, got {ratios}")
         self.ratios = tuple(float(r) for r in ratios)
         self.seed = seed
 
@@ -56,7 +57,7 @@ class ThresholdFusion(Fusion):
     def __init__(self, channels: int, *, num_segments: int, keep_ratio: float = 0.5, group_size: int = 1) -> None:
         super().__init__(channels, num_segments=num_segments, group_size=group_size)
         if not 0.0 < keep_ratio <= 1.0:
-            raise ValueError(f"keep_ratio must be in (0, 1], got {keep_ratio}")
+            raise UserError(f"keep_ratio must be in (0, 1], got {keep_ratio}")
         self.keep_ratio = keep_ratio
         self.num_keep = max(1, round(keep_ratio * self.decisions))
 

@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from adafuse.errors import UserError
+
 
 class _StraightThroughStep(torch.autograd.Function):
     """Forward 1[z > 0]; backward passes the gradient of sigmoid(z) (identity through the step)."""
@@ -35,7 +37,7 @@ class ChannelGatedConv2d(nn.Conv2d):
     def __init__(self, *args, partitions: int = 4, alpha: float = 2.0, target: float = 1.0, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         if self.groups != 1 or self.in_channels % partitions:
-            raise ValueError(f"in_channels ({self.in_channels}) must be divisible by partitions ({partitions})")
+            raise UserError(f"in_channels ({self.in_channels}) must be divisible by partitions ({partitions})")
         self.partitions = partitions
         self.alpha = alpha
         self.target = target

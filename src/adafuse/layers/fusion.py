@@ -23,6 +23,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
+from adafuse.errors import UserError
 from adafuse.layers.actions import KEEP, NUM_ACTIONS, REUSE
 
 Policies = dict[str, torch.Tensor]  # module name -> policy mask (N, T, G, 3) (or a channel gate, see flops)
@@ -63,7 +64,7 @@ class Fusion(nn.Module):
     def __init__(self, channels: int, *, num_segments: int, group_size: int = 1) -> None:
         super().__init__()
         if group_size < 1 or channels % group_size:
-            raise ValueError(f"channels ({channels}) must be divisible by policy_group_size ({group_size})")
+            raise UserError(f"channels ({channels}) must be divisible by policy_group_size ({group_size})")
         self.channels = channels
         self.num_segments = num_segments
         self.group_size = group_size

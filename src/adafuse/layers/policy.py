@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from adafuse.errors import UserError
+
 
 def policy_hidden_size(*, decisions: int, hidden: int | None = None, quota: int | None = None) -> int:
     """Hidden width H of a policy net: a fixed ``hidden``, or ``quota // decisions`` (the official
@@ -13,7 +15,7 @@ def policy_hidden_size(*, decisions: int, hidden: int | None = None, quota: int 
         raise ValueError("give exactly one of policy_hidden and policy_quota")
     size = hidden if hidden is not None else quota // decisions
     if size < 1:
-        raise ValueError(f"policy hidden size must be >= 1, got {size} (hidden={hidden}, quota={quota})")
+        raise UserError(f"policy hidden size must be >= 1, got {size} (hidden={hidden}, quota={quota})")
     return size
 
 

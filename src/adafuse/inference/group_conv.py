@@ -1,0 +1,174 @@
+"""Group-sparse convolutions for the sparse executor: compute only chosen output channel groups, read only chosen
+input channel groups, each input group possibly from another row (frame) of the input, without copies.
+
+AdaFuse decides per frame and per group of channels: a block's first conv computes, for frame t, the groups kept
+at t or reused at t+1; its second conv reads group g of frame t from frame t's conv1 output (KEEP), from frame
+t−1's (REUSE: the same buffer, one row up, so reuse costs nothing) or not at all (SKIP: the group never enters the
+reduction). :class:`GroupSparseConv` runs one such conv on NHWC float32 activations and writes the computed groups
+in place into a full-width output.
+
+Two back ends, same results:
+
+- a small C++ extension (``csrc/group_conv.cpp``) on the batch-reduce GEMM micro-kernel PyTorch exports from
+  oneDNN (``at::native::cpublas::brgemm``): weights packed once per (output group, tap) as ``(C_in, group)``
+  K-major blocks, activations read in place, runs of consecutive input groups from the same row merged into one
+  reduction chunk. Built with ninja on first use and cached in torch's extensions directory
+  (``TORCH_EXTENSIONS_DIR``, by default ``~/.cache/torch_extensions``);
+- pure PyTorch (gather the input groups, ``F.conv2d``, write the computed groups back): used when the extension
+  cannot be built (one warning says why) or when ``ADAFUSE_GROUP_CONV=torch`` is set in the environment.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import warnings
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+_SOURCE = Path(__file__).with_name("csrc") / "group_conv.cpp"
+_ENV = "ADAFUSE_GROUP_CONV"  # "torch": use the pure-PyTorch path
+# Output pixels per work item: rows of the output are grouped until a tile holds about this many pixels (a tile of
+# 32 channels then stays in the L1/L2 cache while all its taps and input runs accumulate into it).
+_TILE_PIXELS = 256
+
+
+@functools.cache
+def extension_ops() -> object | None:
+    """The compiled ops namespace (``torch.ops.adafuse_group_conv``), built on first call; None, with one warning,
+    when it cannot be built (the first build takes about half a minute; later processes load the cached build)."""
+    path = os.environ.get("PATH", "")
+    try:
+        from torch.utils.cpp_extension import load
+
+        try:  # the ninja package's binary, for a virtual environment that is used without being activated
+            import ninja
+
+            os.environ["PATH"] = os.pathsep.join([ninja.BIN_DIR, path])
+        except ImportError:
+            pass
+
+        # The heavy lifting is oneDNN's JIT code; the compiler only vectorises the epilogue, for this machine's
+        # vector unit (named in the build's name, so machines sharing a cache directory do not mix builds).
+        isa = torch.backends.cpu.get_cpu_capability()
+        flags = ["-O3", *(["-mavx2", "-mfma"] if isa in ("AVX2", "AVX512") else [])]
+        load(
+            name=f"adafuse_group_conv_{isa.lower()}",
+            sources=[str(_SOURCE)],
+            extra_cflags=flags,
+            is_python_module=False,
+            verbose=False,
+        )
+    except Exception as e:  # no compiler, no ninja, missing headers...: the PyTorch path gives the same results
+        warnings.warn(
+            f"adafuse: the group-sparse convolution extension could not be built ({type(e).__name__}: "
+            f"{str(e).strip().splitlines()[-1] if str(e).strip() else e!r}); using the slower pure-PyTorch path",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return None
+    finally:
+        os.environ["PATH"] = path
+    return torch.ops.adafuse_group_conv
+
+
+class GroupSparseConv:
+    """A conv (BatchNorm already folded) on NHWC float32 activations that computes only chosen output channel
+    groups, reading only chosen input channel groups, each input group possibly from another row of the input.
+
+    Args:
+        weight: ``(C_out, C_in, k, k)`` float32, BatchNorm folded; ``k`` in {1, 3}.
+        bias: ``(C_out,)``.
+        stride: 1 or 2.
+        padding: zero padding on each side.
+        group_size: channels per group (the policy's decision unit); divides ``C_in`` and ``C_out``, at most 64.
+    """
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor, *, stride: int, padding: int, group_size: int) -> None:
+        c_out, c_in, kh, kw = weight.shape
+        if kh != kw or kh not in (1, 3):
+            raise ValueError(f"kernel must be 1x1 or 3x3, got {kh}x{kw}")
+        if padding != kh // 2:
+            raise ValueError(f"padding must be {kh // 2} for a {kh}x{kh} kernel, got {padding}")
+        if stride not in (1, 2):
+            raise ValueError(f"stride must be 1 or 2, got {stride}")
+        if not 1 <= group_size <= 64 or c_in % group_size or c_out % group_size:
+            raise ValueError(f"group_size {group_size} must be in 1..64 and divide C_in={c_in} and C_out={c_out}")
+        if bias.shape != (c_out,):
+            raise ValueError(f"bias must have shape ({c_out},), got {tuple(bias.shape)}")
+        self.in_channels, self.out_channels, self.kernel_size = c_in, c_out, kh
+        self.stride, self.padding, self.group_size = stride, padding, group_size
+        self.weight = weight.detach().float().contiguous()
+        self.bias = bias.detach().float().contiguous()
+        self._ops = None if os.environ.get(_ENV) == "torch" else extension_ops()
+        if self._ops is not None:
+            # (G_out, taps, C_in, group): for output group j and tap t, a K-major (C_in, group) block, so a run of
+            # input channels is one contiguous (K, group) matrix of the micro-kernel.
+            g_out = c_out // group_size
+            self._packed = self.weight.view(g_out, group_size, c_in, kh * kw).permute(0, 3, 2, 1).contiguous()
+
+    @property
+    def backend(self) -> str:
+        """``"extension"`` or ``"torch"``: which implementation runs."""
+        return "torch" if self._ops is None else "extension"
+
+    def output_size(self, h: int, w: int) -> tuple[int, int]:
+        """Spatial size of the output for an ``h × w`` input."""
+        k, s, p = self.kernel_size, self.stride, self.padding
+        return (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
+
+    def __call__(
+        self,
+        x: torch.Tensor,
+        *,
+        out: torch.Tensor,
+        out_groups: torch.Tensor | None,
+        in_source: torch.Tensor | None,
+        relu: bool = False,
+        residual: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Compute the chosen output groups into ``out`` in place.
+
+        Args:
+            x: ``(S, C_in, H, W)`` channels_last: S source rows (frames).
+            out: ``(B, C_out, Ho, Wo)`` channels_last; groups not computed are left untouched.
+            out_groups: ``(B, C_out // group_size)`` bool, the groups to compute; None: all.
+            in_source: ``(B, C_in // group_size)`` int64, the row of ``x`` that input group g of sample b reads;
+                -1 leaves the group out of the reduction (a zero input). None: row b, every group.
+            relu: apply a ReLU (after the residual).
+            residual: ``(B, C_out, Ho, Wo)`` channels_last, added before the ReLU.
+
+        Returns:
+            ``out``.
+        """
+        if self._ops is not None:
+            self._ops.forward(
+                x, self._packed, self.bias, out, out_groups, in_source, residual,
+                self.kernel_size, self.stride, self.padding, self.group_size, relu, _TILE_PIXELS,
+            )  # fmt: skip
+            return out
+        return self._torch_forward(x, out, out_groups, in_source, relu, residual)
+
+    def _torch_forward(self, x, out, out_groups, in_source, relu, residual) -> torch.Tensor:
+        b, g = out.shape[0], self.group_size
+        s, c_in, h, w = x.shape
+        if in_source is None:
+            xin = x[:b]
+        else:  # gather group q of sample i from row in_source[i, q]; zeros for -1
+            if in_source.min() < -1 or in_source.max() >= s:
+                raise RuntimeError(f"in_source holds a value outside -1..{s - 1}")
+            groups = x.permute(0, 2, 3, 1).reshape(s, h, w, c_in // g, g)
+            picked = groups[in_source.clamp(min=0), :, :, torch.arange(c_in // g)]  # (B, G_in, H, W, g)
+            picked = picked * (in_source >= 0)[:, :, None, None, None]
+            xin = picked.permute(0, 2, 3, 1, 4).reshape(b, h, w, c_in).permute(0, 3, 1, 2)
+        y = F.conv2d(xin, self.weight, self.bias, self.stride, self.padding)
+        if residual is not None:
+            y = y + residual
+        if relu:
+            y = y.relu()
+        if out_groups is None:
+            return out.copy_(y)
+        keep = out_groups.repeat_interleave(g, dim=1)[:, :, None, None]
+        return out.copy_(torch.where(keep, y, out))

@@ -1,0 +1,191 @@
+"""GroupSparseConv: both back ends against F.conv2d on the masked input, in-place semantics, errors, the fallback."""
+
+import shutil
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from adafuse.inference import group_conv
+from adafuse.inference.group_conv import GroupSparseConv
+from adafuse.inference.kernels import FoldedConv, to_channels_last
+
+HAS_COMPILER = shutil.which("c++") is not None or shutil.which("g++") is not None
+
+
+@pytest.fixture(params=["extension", "torch"])
+def backend(request, monkeypatch):
+    """Runs a test on the C++ extension (built on first use; must build where there is a compiler) and on the
+    pure-PyTorch path."""
+    if request.param == "torch":
+        monkeypatch.setenv("ADAFUSE_GROUP_CONV", "torch")
+    else:
+        monkeypatch.delenv("ADAFUSE_GROUP_CONV", raising=False)
+        if not HAS_COMPILER:
+            pytest.skip("no C++ compiler: the extension cannot be built here")
+        assert group_conv.extension_ops() is not None, "the extension failed to build"
+    return request.param
+
+
+def reference(x, weight, bias, *, stride, out0, out_groups, in_source, relu, residual, group_size):
+    """F.conv2d over the input where sample b's group q is x[in_source[b, q], group q] (zeros for -1)."""
+    b, g = out0.shape[0], group_size
+    xin = torch.zeros(b, *x.shape[1:])
+    for i in range(b):
+        for q in range(x.shape[1] // g):
+            row = i if in_source is None else int(in_source[i, q])
+            if row >= 0:
+                xin[i, q * g : (q + 1) * g] = x[row, q * g : (q + 1) * g]
+    y = F.conv2d(xin, weight, bias, stride, weight.shape[-1] // 2)
+    if residual is not None:
+        y = y + residual
+    if relu:
+        y = y.relu()
+    if out_groups is None:
+        return y
+    return torch.where(out_groups.repeat_interleave(g, dim=1)[:, :, None, None], y, out0)
+
+
+def nhwc(*shape, gen):
+    return to_channels_last(torch.randn(*shape, generator=gen))
+
+
+def check(conv, x, *, out_groups, in_source, relu=False, residual=None, batch, gen):
+    ho, wo = conv.output_size(*x.shape[2:])
+    out0 = nhwc(batch, conv.out_channels, ho, wo, gen=gen)
+    out = out0.clone()
+    result = conv(x, out=out, out_groups=out_groups, in_source=in_source, relu=relu, residual=residual)
+    assert result is out and out.is_contiguous(memory_format=torch.channels_last)
+    want = reference(
+        x, conv.weight, conv.bias, stride=conv.stride, out0=out0, out_groups=out_groups, in_source=in_source,
+        relu=relu, residual=residual, group_size=conv.group_size,
+    )  # fmt: skip
+    torch.testing.assert_close(out, want, rtol=1e-4, atol=1e-4 * want.abs().max().item())
+    if out_groups is not None:  # groups not computed: bit-identical to what out held
+        skipped = ~out_groups.repeat_interleave(conv.group_size, dim=1)
+        assert torch.equal(out.permute(0, 2, 3, 1)[skipped[:, None, None, :].expand(-1, ho, wo, -1)],
+                           out0.permute(0, 2, 3, 1)[skipped[:, None, None, :].expand(-1, ho, wo, -1)])  # fmt: skip
+
+
+GEOMETRIES = [(1, 1), (1, 2), (3, 1), (3, 2)]
+
+
+@pytest.mark.parametrize("kernel,stride", GEOMETRIES)
+@pytest.mark.parametrize("group_size", [8, 16, 32])
+@pytest.mark.parametrize("size", [7, 8])
+def test_random_masks_other_rows_residual_relu(backend, kernel, stride, group_size, size):
+    gen = torch.Generator().manual_seed(kernel * 100 + stride * 10 + group_size + size)
+    c_in, c_out, rows, batch = 64, 96, 4, 3
+    conv = GroupSparseConv(
+        torch.randn(c_out, c_in, kernel, kernel, generator=gen), torch.randn(c_out, generator=gen),
+        stride=stride, padding=kernel // 2, group_size=group_size,
+    )  # fmt: skip
+    assert conv.backend == backend
+    x = nhwc(rows, c_in, size, size, gen=gen)
+    ho, wo = conv.output_size(size, size)
+    out_groups = torch.rand(batch, c_out // group_size, generator=gen) < 0.5
+    in_source = torch.randint(-1, rows, (batch, c_in // group_size), generator=gen)  # any row, -1 = skip
+    residual = nhwc(batch, c_out, ho, wo, gen=gen)
+    check(conv, x, out_groups=out_groups, in_source=in_source, relu=True, residual=residual, batch=batch, gen=gen)
+    check(conv, x, out_groups=out_groups, in_source=in_source, batch=batch, gen=gen)
+
+
+@pytest.mark.parametrize("kernel,stride", GEOMETRIES)
+def test_all_and_no_groups(backend, kernel, stride):
+    gen = torch.Generator().manual_seed(kernel + stride)
+    c, g, batch = 32, 8, 2
+    conv = GroupSparseConv(torch.randn(c, c, kernel, kernel, generator=gen), torch.randn(c, generator=gen),
+                           stride=stride, padding=kernel // 2, group_size=g)  # fmt: skip
+    x = nhwc(batch, c, 6, 5, gen=gen)  # non-square
+    every, none = torch.ones(batch, c // g, dtype=torch.bool), torch.zeros(batch, c // g, dtype=torch.bool)
+    keep, skip = torch.arange(batch)[:, None].repeat(1, c // g), torch.full((batch, c // g), -1)
+    check(conv, x, out_groups=None, in_source=None, relu=True, batch=batch, gen=gen)  # everything kept
+    check(conv, x, out_groups=every, in_source=keep, batch=batch, gen=gen)  # the same, spelled out
+    check(conv, x, out_groups=none, in_source=keep, batch=batch, gen=gen)  # nothing computed: out untouched
+    check(conv, x, out_groups=every, in_source=skip, relu=True, batch=batch, gen=gen)  # all skipped: bias only
+    # REUSE as the executor uses it: sample t reads its odd groups from row t - 1 (the first sample keeps)
+    reuse = keep - (torch.arange(c // g) % 2)[None, :] * (torch.arange(batch)[:, None] > 0)
+    check(conv, x, out_groups=every, in_source=reuse, batch=batch, gen=gen)
+
+
+def test_tiny_maps(backend):
+    """1×1 and 2×2 maps: every 3×3 tap but the centre reads padding."""
+    gen = torch.Generator().manual_seed(3)
+    for size, stride in [(1, 1), (2, 1), (1, 2), (2, 2), (3, 2)]:
+        conv = GroupSparseConv(torch.randn(16, 16, 3, 3, generator=gen), torch.randn(16, generator=gen),
+                               stride=stride, padding=1, group_size=8)  # fmt: skip
+        src = torch.tensor([[0, -1], [0, 1]])
+        check(conv, nhwc(2, 16, size, size, gen=gen), out_groups=torch.tensor([[True, False], [True, True]]),
+              in_source=src, relu=True, batch=2, gen=gen)  # fmt: skip
+
+
+def test_everything_kept_equals_the_dense_engine(backend):
+    """The everything-kept call gives what FoldedConv.dense (oneDNN, BatchNorm folded) gives."""
+    gen = torch.Generator().manual_seed(5)
+    conv2d, bn = nn.Conv2d(32, 64, 3, 2, 1, bias=False), nn.BatchNorm2d(64).eval()
+    with torch.no_grad():
+        bn.running_mean.normal_(generator=gen)
+        bn.running_var.uniform_(0.5, 2, generator=gen)
+    folded = FoldedConv(conv2d, bn)
+    conv = GroupSparseConv(folded.weight, folded.bias, stride=2, padding=1, group_size=16)
+    x = nhwc(2, 32, 9, 9, gen=gen)
+    residual = nhwc(2, 64, 5, 5, gen=gen)
+    want = folded.dense(x, relu=True, residual=residual)
+    out = conv(x, out=to_channels_last(torch.empty(2, 64, 5, 5)), out_groups=None, in_source=None, relu=True,
+               residual=residual)  # fmt: skip
+    torch.testing.assert_close(out, want, rtol=1e-4, atol=1e-4 * want.abs().max().item())
+
+
+def test_bad_arguments(backend):
+    w, b = torch.randn(32, 16, 3, 3), torch.randn(32)
+    with pytest.raises(ValueError, match="group_size"):
+        GroupSparseConv(w, b, stride=1, padding=1, group_size=12)
+    with pytest.raises(ValueError, match="padding"):
+        GroupSparseConv(w, b, stride=1, padding=0, group_size=8)
+    with pytest.raises(ValueError, match="stride"):
+        GroupSparseConv(w, b, stride=3, padding=1, group_size=8)
+    with pytest.raises(ValueError, match="kernel"):
+        GroupSparseConv(torch.randn(32, 16, 5, 5), b, stride=1, padding=2, group_size=8)
+    conv = GroupSparseConv(w, b, stride=1, padding=1, group_size=8)
+    x, out = to_channels_last(torch.randn(2, 16, 4, 4)), to_channels_last(torch.zeros(2, 32, 4, 4))
+    with pytest.raises(RuntimeError, match="in_source"):
+        conv(x, out=out, out_groups=None, in_source=torch.tensor([[0, 2], [0, 1]]))  # row 2 of a 2-row x
+
+
+@pytest.mark.skipif(not HAS_COMPILER, reason="no C++ compiler")
+def test_extension_checks_its_inputs(monkeypatch):
+    monkeypatch.delenv("ADAFUSE_GROUP_CONV", raising=False)
+    conv = GroupSparseConv(torch.randn(32, 16, 1, 1), torch.randn(32), stride=1, padding=0, group_size=8)
+    x, out = to_channels_last(torch.randn(2, 16, 4, 4)), to_channels_last(torch.zeros(2, 32, 4, 4))
+    with pytest.raises(RuntimeError, match="channels_last"):
+        conv(x.contiguous(), out=out, out_groups=None, in_source=None)
+    with pytest.raises(RuntimeError, match="spatial size"):
+        conv(x, out=to_channels_last(torch.zeros(2, 32, 3, 3)), out_groups=None, in_source=None)
+    with pytest.raises(RuntimeError, match="out_groups"):
+        conv(x, out=out, out_groups=torch.ones(2, 3, dtype=torch.bool), in_source=None)
+
+
+def test_build_failure_falls_back_with_one_warning(monkeypatch):
+    """Without a working compiler the PyTorch path runs, with exactly one warning for the process."""
+    import torch.utils.cpp_extension
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("Error building extension: c++: not found")
+
+    monkeypatch.delenv("ADAFUSE_GROUP_CONV", raising=False)
+    monkeypatch.setattr(torch.utils.cpp_extension, "load", broken)
+    group_conv.extension_ops.cache_clear()
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            convs = [GroupSparseConv(torch.randn(16, 16, 1, 1), torch.randn(16), stride=1, padding=0, group_size=8)
+                     for _ in range(3)]  # fmt: skip
+        assert [c.backend for c in convs] == ["torch"] * 3
+        assert len(caught) == 1 and "could not be built" in str(caught[0].message)
+        gen = torch.Generator().manual_seed(0)
+        check(convs[0], nhwc(2, 16, 3, 3, gen=gen), out_groups=torch.tensor([[True, False], [False, True]]),
+              in_source=torch.tensor([[1, -1], [0, 1]]), batch=2, gen=gen)  # fmt: skip
+    finally:
+        group_conv.extension_ops.cache_clear()  # later tests load the real extension again
