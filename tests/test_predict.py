@@ -10,7 +10,7 @@ import torch
 from adafuse.bench.latency import parse_policy
 from adafuse.checkpoint import load_model, save_model
 from adafuse.cli import main
-from adafuse.inference import CostModel, StreamingRecognizer
+from adafuse.inference import StreamingRecognizer
 from adafuse.models import build_model
 
 CLASSES = ["push", "pull", "wave"]
@@ -113,7 +113,7 @@ def test_streaming_recognizer_on_a_checkpoint_roundtrip(files):
     root, model = files
     loaded, _ = load_model(root / "model.ckpt")
     assert loaded.config == model.config
-    stream = StreamingRecognizer(loaded, input_size=loaded.config.input_size, cost_model=CostModel.always_sparse())
+    stream = StreamingRecognizer(loaded, dispatch="kernel")
     clip = torch.randn(1, 4, 3, 32, 32)
     with torch.no_grad():
         expected = model.frame_logits(clip)

@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
 
     model, _ = load_model(args.checkpoint)
     size = model.config.input_size
-    stream = StreamingRecognizer(model, window=args.window, input_size=size)
+    stream = StreamingRecognizer(model, window=args.window)
     transform = EvalTransform.for_model(model.config)
 
     count, model_seconds, start = 0, 0.0, time.perf_counter()
@@ -121,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
     classes = model.config.classes
     names = [classes[i] if classes else str(i) for i in top.indices.tolist()]
     table = profile(model, input_size=size)
-    executed = stream.engine.executed_macs / count
+    executed = stream.executor.stats.macs / count
     result = {
         "label": names[0],
         "class_index": int(top.indices[0]),
@@ -130,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
         "frames": count,
         "fps": (count - 1) / model_seconds if count > 1 else None,
         "fps_total": count / total_seconds,
-        "policy": stream.engine.stats.shares(),
+        "policy": stream.executor.stats.shares(),
         "gmacs_per_frame": executed / 1e9,
         "gmacs_per_frame_dense": table.dense_macs / model.num_segments / 1e9,
         "threads": torch.get_num_threads(),

@@ -161,7 +161,8 @@ class GroupSparseConv:
                 raise RuntimeError(f"in_source holds a value outside -1..{s - 1}")
             groups = x.permute(0, 2, 3, 1).reshape(s, h, w, c_in // g, g)
             picked = groups[in_source.clamp(min=0), :, :, torch.arange(c_in // g)]  # (B, G_in, H, W, g)
-            picked = picked * (in_source >= 0)[:, :, None, None, None]
+            # where, not a product: a group that is not read may hold anything (an executor's unwritten buffer)
+            picked = torch.where((in_source >= 0)[:, :, None, None, None], picked, 0.0)
             xin = picked.permute(0, 2, 3, 1, 4).reshape(b, h, w, c_in).permute(0, 3, 1, 2)
         y = F.conv2d(xin, self.weight, self.bias, self.stride, self.padding)
         if residual is not None:
