@@ -7,8 +7,8 @@ Trains the demo config (``configs/demo.yaml``: resnet10_mini, 64 px, T = 8, AdaF
 seed with ``model.policy_group_size=g`` and nothing else changed, evaluates each run deterministically and keeps
 its result in ``OUT/results/<run>.json`` (re-running skips finished runs). resnet10_mini is a quarter-width
 ResNet (16/32/64/128 channels), so its group of ``g`` channels makes as many decisions per block as a group of
-``4g`` in ResNet-18/50 (64/128/256/512 channels in the blocks' first convs): groups 2/4/8 here are groups 8/16/32 there, in
-decisions per block; group 16 leaves the first stage a single decision. Prints one JSON object and a markdown
+``4g`` in ResNet-18/50 (64/128/256/512 channels in the blocks' first convs): groups 2/4/8 here are groups
+8/16/32 there, in decisions per block; group 16 leaves the first stage a single decision. Prints one JSON object and a markdown
 table (mean ± sd over seeds); writes ``OUT/group_study.json`` and ``OUT/group_study.md``.
 """
 
@@ -40,7 +40,8 @@ def run_one(*, group: int, seed: int, out: Path, epochs: int | None) -> dict:
         *([f"optim.epochs={epochs}"] if epochs else []),
     ]  # fmt: skip
     start = time.perf_counter()
-    trained = fit(load_config(resolve_config("demo"), overrides), resume=(run_dir / "checkpoints" / "last.ckpt").is_file())
+    resume = (run_dir / "checkpoints" / "last.ckpt").is_file()
+    trained = fit(load_config(resolve_config("demo"), overrides), resume=resume)
     result = evaluate_checkpoint(trained["last"], batch_size=32, progress=False)
     return {**result, "name": name, "group": group, "seed": seed, "seconds": time.perf_counter() - start}
 

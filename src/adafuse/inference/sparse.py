@@ -520,8 +520,10 @@ class SparseRecognizer:
         return logits, policies
 
 
-_BIDIRECTIONAL = ("this model uses the bidirectional (offline) temporal shift, which looks one frame ahead: it runs "
-                  "on whole clips, but streaming needs a causal model (build_model(..., causal_shift=True))")  # fmt: skip
+_BIDIRECTIONAL = (
+    "this model uses the bidirectional (offline) temporal shift, which looks one frame ahead: it runs on whole "
+    "clips, but streaming needs a causal model (build_model(..., causal_shift=True))"
+)
 
 
 def check_supported(model: Recognizer, *, streaming: bool = False) -> None:
