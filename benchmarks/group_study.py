@@ -8,8 +8,8 @@ seed with ``model.policy_group_size=g`` and nothing else changed, evaluates each
 its result in ``OUT/results/<run>.json`` (re-running skips finished runs). resnet10_mini is a quarter-width
 ResNet (16/32/64/128 channels), so its group of ``g`` channels makes as many decisions per block as a group of
 ``4g`` in ResNet-18/50 (64/128/256/512 channels in the blocks' first convs): groups 2/4/8 here are groups
-8/16/32 there, in decisions per block; group 16 leaves the first stage a single decision. Prints one JSON object and a markdown
-table (mean ± sd over seeds); writes ``OUT/group_study.json`` and ``OUT/group_study.md``.
+8/16/32 there, in decisions per block; group 16 leaves the first stage a single decision. Prints one JSON object
+and a markdown table (mean ± sd over seeds); writes ``OUT/group_study.json`` and ``OUT/group_study.md``.
 """
 
 from __future__ import annotations
