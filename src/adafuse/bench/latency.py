@@ -396,7 +396,7 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
     for r in rows:
         s, ms = r["shares"], r["paths_ms"]
 
-        def cell(name: str) -> str:
+        def cell(name: str, ms: dict[str, float] = ms) -> str:
             return f"{ms[name]:.1f}" if name in ms else "–"
 
         vs_executor = f"{r['time_ratio_executor']:.3f}" if r["time_ratio_executor"] is not None else "–"
