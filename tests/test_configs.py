@@ -22,7 +22,7 @@ def build(path: Path):
 
 
 def test_there_is_a_config_per_paper_row():
-    assert len(CONFIGS) == 52  # 51 unique experiments of Tables 1, 2, 3, 5, 6, 7 + the demo
+    assert len(CONFIGS) == 54  # 51 unique experiments of Tables 1, 2, 3, 5, 6, 7 + 2 with groups of 32 + the demo
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
@@ -48,3 +48,12 @@ def test_config_builds(path):
 def test_paper_rows_have_the_papers_sizes(name, params):
     _, model = build(next(p for p in CONFIGS if p.stem == name))
     assert count_params(model) == params
+
+
+@pytest.mark.parametrize(("name", "hidden"), [("sthv1_r18_adafuse_tsn_g32", 512), ("sthv1_r50_adafuse_tsn_g32", None)])
+def test_group_presets_decide_per_32_channels_with_the_papers_hidden_sizes(name, hidden):
+    _, model = build(next(p for p in CONFIGS if p.stem == name))
+    _, per_channel = build(next(p for p in CONFIGS if p.stem == name.removesuffix("_g32")))
+    for grouped, reference in zip(model.fusions().values(), per_channel.fusions().values(), strict=True):
+        assert grouped.group_size == 32 and grouped.decisions == reference.decisions // 32
+        assert grouped.policy.fc0.out_features == reference.policy.fc0.out_features  # same H in every block
