@@ -64,6 +64,7 @@ def run_engine(engine: SparseRecognizer, clip: torch.Tensor) -> tuple[torch.Tens
         ("resnet18", "adafuse_tsn", {}),
         ("resnet50", "adafuse_tsn", {}),
         ("resnet18", "adafuse_tsm", {"causal_shift": True}),
+        ("resnet18", "adafuse_tsm", {"causal_shift": True, "shifted_shortcut": True}),
         ("resnet50", "adafuse_tsm_last", {"causal_shift": True, "policy_group_size": 4}),
         ("resnet18", "ada_skip", {"policy_group_size": 2}),
         ("resnet18", "ada_reuse", {}),

@@ -44,6 +44,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "tau": 0.67,
         "shift_div": 8,
         "causal_shift": False,
+        "shifted_shortcut": False,  # the official BateNet: projection shortcuts take the shifted input (TSM)
         "random_ratios": [1 / 3, 1 / 3, 1 / 3],
         "keep_ratio": 0.5,
         "cg_partitions": 4,

@@ -147,6 +147,7 @@ class _Block:
         self.downsample = FoldedConv(block.downsample[0], block.downsample[1]) if block.downsample is not None else None
         # causal TSM (check_supported refuses the bidirectional one): C_in / shift_div channels from t-1
         self.fold = block.conv1.in_channels // block.shift.shift_div if isinstance(block.shift, TemporalShift) else 0
+        self.shifted_shortcut = block.shifted_shortcut  # the projection shortcut takes the shifted input (BateNet)
         self.policy = FoldedPolicy(fusion) if fusion is not None else None
         self.reuse = self.policy is not None and self.policy.history
         self.unit = unit
@@ -160,12 +161,14 @@ class _Block:
         return [c for c in (self.conv1, self.conv2, self.conv3, self.downsample) if c is not None]
 
     def step(self, x: torch.Tensor, st: _BlockState, forced: np.ndarray | None, stats: ExecutionStats) -> torch.Tensor:
-        identity = x if self.downsample is None else self.downsample.dense(x, relu=False)
         xs = x
         if self.fold:  # causal TSM: the first channels come from the previous frame (zeros at the start)
             xs = x.clone()
             xs[:, : self.fold] = 0.0 if st.shift_prev is None else st.shift_prev
             st.shift_prev = x[:, : self.fold].clone()
+        identity = x
+        if self.downsample is not None:
+            identity = self.downsample.dense(xs if self.shifted_shortcut else x, relu=False)
         if self.policy is None:
             out = self._conv2(self.conv1.dense(xs, relu=True), identity, units=None)
         else:

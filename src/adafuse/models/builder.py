@@ -93,6 +93,7 @@ def build_model(
     tau: float = 0.67,
     shift_div: int = 8,
     causal_shift: bool = False,
+    shifted_shortcut: bool = False,
     random_ratios: tuple[float, float, float] = (1 / 3, 1 / 3, 1 / 3),
     keep_ratio: float = 0.5,
     cg_partitions: int = 4,
@@ -115,6 +116,8 @@ def build_model(
         shared_policy: share policy FC layers between blocks of equal shape.
         policy_group_size: channels per policy decision (contiguous groups; 1 = per channel).
         tau: Gumbel-softmax temperature. shift_div / causal_shift: TSM options.
+        shifted_shortcut: the shifted block input also feeds the projection shortcuts (the official BateNet, which
+            the authors' released TSM weights need); default: only the residual branch is shifted (original TSM).
         random_ratios: keep/reuse/skip probabilities of ``random``; keep_ratio: share kept by ``threshold``.
         cg_partitions: CGNet's p; lstm_hidden: LSTM width; seed: seed of the random policy at evaluation.
     """
@@ -130,6 +133,9 @@ def build_model(
         policy_hidden = 512
     if m.channel_gating and not spec.supports_channel_gating:
         raise UserError(f"method {method!r} needs a ResNet backbone, got {backbone!r}")
+    if shifted_shortcut and not (m.shift and spec.supports_shifted_shortcut):
+        raise UserError(f"shifted_shortcut needs a method with a temporal shift and a ResNet backbone, got method "
+                        f"{method!r}, backbone {backbone!r}")  # fmt: skip
     if classes is not None and len(classes) != num_classes:
         raise UserError(f"{len(classes)} class names for num_classes={num_classes}")
     config = ModelConfig(
@@ -137,8 +143,9 @@ def build_model(
         input_size=input_size or spec.input_size, normalization=normalization or spec.normalization,
         classes=tuple(classes) if classes is not None else None, dropout=dropout, policy_hidden=policy_hidden,
         policy_quota=policy_quota, shared_policy=shared_policy, policy_group_size=policy_group_size, tau=tau,
-        shift_div=shift_div, causal_shift=causal_shift, random_ratios=tuple(random_ratios), keep_ratio=keep_ratio,
-        cg_partitions=cg_partitions, lstm_hidden=lstm_hidden, seed=seed,
+        shift_div=shift_div, causal_shift=causal_shift, shifted_shortcut=shifted_shortcut,
+        random_ratios=tuple(random_ratios), keep_ratio=keep_ratio, cg_partitions=cg_partitions,
+        lstm_hidden=lstm_hidden, seed=seed,
     )  # fmt: skip
 
     slots = {}
@@ -174,7 +181,8 @@ def build_model(
             )
 
         slots["fusion_layer"] = fusion_layer
-    net = spec.builder(**slots)
+    # only backbones that support it take the option (checked above), so the others' builders stay as they are
+    net = spec.builder(**slots, **({"shifted_shortcut": True} if shifted_shortcut else {}))
     model = Recognizer(net, num_classes=num_classes, num_segments=num_segments, dropout=dropout,
                        consensus=m.consensus, lstm_hidden=lstm_hidden, config=config)  # fmt: skip
     if pretrained:

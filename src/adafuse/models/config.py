@@ -42,6 +42,7 @@ class ModelConfig:
     tau: float = 0.67
     shift_div: int = 8
     causal_shift: bool = False
+    shifted_shortcut: bool = False
     random_ratios: tuple[float, float, float] = (1 / 3, 1 / 3, 1 / 3)
     keep_ratio: float = 0.5
     cg_partitions: int = 4
