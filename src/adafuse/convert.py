@@ -92,6 +92,8 @@ def _policy_blocks(state: Mapping[str, torch.Tensor]) -> dict[str, tuple[int, in
         if name.endswith(".policy_net.gate_fc0.weight"):
             block = name.removesuffix(".policy_net.gate_fc0.weight")
             fc1 = state.get(f"{PREFIX}{BACKBONE}{block}.policy_net.gate_fc1.weight")
+            if not _BLOCK.fullmatch(block + "."):
+                raise UserError(f"{key}: a policy net outside the residual blocks layer1..layer4")
             if fc1 is None:
                 raise UserError(f"{key} has no gate_fc1 next to it")
             out[block] = (value.shape[1], value.shape[0], fc1.shape[0])
@@ -120,7 +122,7 @@ def authors_structure(state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
     policies = _policy_blocks(state)
     if not policies:
         raise UserError("no policy nets (policy_net.*): not an AdaFuse (BateNet) checkpoint")
-    fused = sorted({int(_BLOCK.match(b + ".").group(1)) - 1 for b in policies})  # type: ignore[union-attr]
+    fused = sorted({int(b[len("layer")]) - 1 for b in policies})  # blocks are layerS.B
     for stage in fused:
         absent = [f"layer{stage + 1}.{i}" for i in range(layers[stage]) if f"layer{stage + 1}.{i}" not in policies]
         if absent:
@@ -132,7 +134,9 @@ def authors_structure(state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
 
     hidden: dict[str, tuple[int, int]] = {}  # block -> (H, C)
     for block, (inputs, size, outputs) in sorted(policies.items()):
-        conv1 = state[f"{PREFIX}{BACKBONE}{block}.conv1.weight"]
+        conv1 = state.get(f"{PREFIX}{BACKBONE}{block}.conv1.weight")
+        if conv1 is None:
+            raise UserError(f"{PREFIX}{BACKBONE}{block}.conv1.weight is missing")
         c, c_in = conv1.shape[:2]
         if (inputs, outputs) != (2 * c_in, NUM_ACTIONS * c):
             raise UserError(
@@ -220,8 +224,9 @@ def _our_name(key: str) -> str | None:
     return "backbone." + name
 
 
-def _check_bank(state: Mapping[str, torch.Tensor]) -> None:
-    """Every tensor of the shared bank equals the FC of each block that uses it (and is used by one)."""
+def _check_bank(state: Mapping[str, torch.Tensor], *, shared: bool) -> None:
+    """A bank exactly when the model shares FCs, and every tensor of it equal to the FC of each block that uses it
+    (and used by one)."""
     users: dict[str, list[str]] = {}
     for block, (inputs, _, outputs) in _policy_blocks(state).items():
         for bank, fc in zip(BANKS, ("gate_fc0", "gate_fc1"), strict=True):
@@ -229,7 +234,10 @@ def _check_bank(state: Mapping[str, torch.Tensor]) -> None:
                 users.setdefault(f"{PREFIX}{BACKBONE}{bank}{inputs}_{outputs}.{param}", []).append(
                     f"{PREFIX}{BACKBONE}{block}.policy_net.{fc}.{param}"
                 )
-    banked = [k for k in state if _strip(k).startswith(BACKBONE + BANKS)]
+    banked = [k for k in state if _strip(k).startswith(tuple(BACKBONE + b for b in BANKS))]
+    if bool(banked) != shared:
+        has = "has a shared-policy bank" if banked else "has no shared-policy bank (gate_fc0s / gate_fc1s)"
+        raise UserError(f"the file {has} but the model {'shares' if shared else 'does not share'} its policy FCs")
     for key in banked:
         if key not in users:
             raise UserError(f"{key}: a shared policy FC that no block uses")
@@ -248,7 +256,7 @@ def from_authors_layout(state: Mapping[str, torch.Tensor], config: ModelConfig) 
 
     Strict: every tensor of ``state`` lands in the model (the bank's aliases after checking them), every tensor of
     the model is filled, with the same shapes; otherwise a one-line error naming the first offending key."""
-    _check_bank(state)
+    _check_bank(state, shared=config.shared_policy)
     ours: dict[str, torch.Tensor] = {}
     source: dict[str, str] = {}
     for key, value in state.items():
@@ -331,7 +339,7 @@ def convert_checkpoint(
     except UserError as e:
         raise UserError(f"{src}: {e}") from None
     model = build_from_config(config)
-    model.load_state_dict(ours, strict=True)
+    model.load_state_dict(ours, strict=True, assign=True)  # the file's tensors themselves: no second copy
     summary = {
         "source": str(src.resolve()),
         "method": chosen,
