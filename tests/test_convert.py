@@ -11,6 +11,7 @@ from functools import partial
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from adafuse.checkpoint import load_model
 from adafuse.cli import main
@@ -153,6 +154,58 @@ def _layer(sd, block, name):
     return sd[f"{P}{block}.policy_net.{name}"]
 
 
+def authors_forward(sd, clip, *, shift):
+    """The official TSN_Gate(BateNet-50) at evaluation, with arg-max instead of sampled policies, written from the
+    reference notes (§1.1–1.8, §9) on the authors' own keys: policy input [v_{t-1}, v_t] of the (shifted) block
+    input, actions [skip, reuse, keep], fused = keep·y + reuse·y_{t-1}, and the shifted input into the projection
+    shortcut. clip (N, T, 3, H, W) -> (video logits (N, K), {block: mask (N, T, C, 3) in their order})."""
+    n, t = clip.shape[:2]
+
+    def w(key):
+        return sd[P + key]
+
+    def bn(x, key):
+        return F.batch_norm(x, w(f"{key}.running_mean"), w(f"{key}.running_var"), w(f"{key}.weight"),
+                            w(f"{key}.bias"), training=False, eps=1e-5)  # fmt: skip
+
+    def earlier(x):  # frame t takes frame t-1 (zeros first): (N·T, ...) viewed per video
+        x = x.view(n, t, *x.shape[1:])
+        return torch.cat([torch.zeros_like(x[:, :1]), x[:, :-1]], 1).flatten(0, 1)
+
+    def temporal_shift(x):  # channels [0, C/8) from t+1, [C/8, 2C/8) from t-1
+        fold = x.shape[1] // 8
+        v = x.view(n, t, *x.shape[1:])
+        ahead = torch.cat([v[:, 1:, :fold], torch.zeros_like(v[:, :1, :fold])], 1).flatten(0, 1)
+        return torch.cat([ahead, earlier(x[:, fold : 2 * fold]), x[:, 2 * fold :]], 1)
+
+    x = clip.flatten(0, 1)
+    x = F.max_pool2d(F.relu(bn(F.conv2d(x, w("conv1.weight"), stride=2, padding=3), "bn1")), 3, 2, 1)
+    masks = {}
+    for s, blocks in enumerate((3, 4, 6, 3), 1):
+        for b in range(blocks):
+            p, stride = f"layer{s}.{b}", 2 if s > 1 and b == 0 else 1
+            identity = x
+            if shift:
+                x = temporal_shift(x)
+            y = F.relu(bn(F.conv2d(x, w(f"{p}.conv1.weight")), f"{p}.bn1"))
+            if f"{P}{p}.policy_net.gate_fc0.weight" in sd:
+                v = x.mean((2, 3))
+                h = F.linear(torch.cat([earlier(v), v], 1), w(f"{p}.policy_net.gate_fc0.weight"),
+                             w(f"{p}.policy_net.gate_fc0.bias"))  # fmt: skip
+                h = F.relu(bn(h, f"{p}.policy_net.gate_bn"))
+                logits = F.linear(h, w(f"{p}.policy_net.gate_fc1.weight"), w(f"{p}.policy_net.gate_fc1.bias"))
+                mask = F.one_hot(logits.view(n * t, -1, 3).argmax(-1), 3).to(y.dtype)
+                y = y * mask[..., 2, None, None] + earlier(y) * mask[..., 1, None, None]
+                masks[p] = mask.view(n, t, -1, 3)
+            y = F.relu(bn(F.conv2d(y, w(f"{p}.conv2.weight"), stride=stride, padding=1), f"{p}.bn2"))
+            y = bn(F.conv2d(y, w(f"{p}.conv3.weight")), f"{p}.bn3")
+            if b == 0:
+                identity = bn(F.conv2d(x, w(f"{p}.downsample0.weight"), stride=stride), f"{p}.downsample1")
+            x = F.relu(y + identity)
+    frames = F.linear(x.mean((2, 3)), sd["module.new_fc.weight"], sd["module.new_fc.bias"])
+    return frames.view(n, t, -1).mean(1), masks
+
+
 def write_authors_file(folder, variant):
     """The variant saved like the authors' file (legacy format), with a hand-made policy in its first fused block:
     returns (the state dict, the file's path)."""
@@ -208,11 +261,28 @@ def test_convert_load_strictly_and_round_trip(variant, tmp_path, capsys, one_thr
 
     # the hand-made policy: their [skip, reuse, keep] biases make our model keep, reuse, skip
     fused = "backbone.layer4.0.fusion" if variant == "last" else "backbone.layer1.0.fusion"
+    clip = torch.randn(1, 8, 3, 32, 32, dtype=torch.float64)
+    model.double()
     with torch.no_grad():
-        _, policies = model.forward_with_policies(torch.randn(1, 8, 3, 32, 32))
+        logits, policies = model.forward_with_policies(clip)
     actions = mask_to_actions(policies[fused])  # (1, 8, C)
     expected = torch.tensor([KEEP, REUSE, SKIP])[torch.arange(actions.shape[-1]) % 3]
     assert torch.equal(actions, expected.expand_as(actions))
+
+    # the converted model computes the authors' function: their logits and decisions, from their keys
+    sd64 = {k: v.double() if v.is_floating_point() else v for k, v in sd.items()}
+    reference, their_masks = authors_forward(sd64, clip, shift=variant != "tsn")
+    torch.testing.assert_close(logits, reference, rtol=1e-9, atol=1e-12)
+    assert {f"backbone.{b}.fusion" for b in their_masks} == set(policies)
+    for block, mask in their_masks.items():
+        assert torch.equal(policies[f"backbone.{block}.fusion"], mask.flip(-1))  # [keep, reuse, skip]
+    others = [mask_to_actions(m).flatten() for b, m in their_masks.items() if f"backbone.{b}.fusion" != fused]
+    assert (torch.cat(others).bincount(minlength=3) > 0).all()  # random policies: the comparison saw every action
+    if variant != "tsn":  # and it is sensitive to the shortcut: the original TSM block gives other logits
+        for block in model.backbone.blocks():
+            block.shifted_shortcut = False
+        with torch.no_grad():
+            assert not torch.allclose(model(clip), reference, rtol=1e-3, atol=0)
 
 
 def test_loading_an_authors_file_says_convert_it(tmp_path, capsys):
