@@ -364,6 +364,11 @@ def test_convert_cli_errors_are_one_line(tmp_path, capsys):
     assert "\n" not in err and "pass --method adafuse_tsn or adafuse_tsm" in err and str(src) in err
     assert main(["convert", str(src), str(tmp_path / "out.ckpt"), "--method", "adafuse_tsn", "--preset", "jester"]) == 2
     assert "174 outputs but 27 class names" in capsys.readouterr().err
+    names = tmp_path / "classes.txt"
+    names.write_text("a\nb\nc\n", encoding="utf-8")
+    out = str(tmp_path / "out.ckpt")
+    assert main(["convert", str(src), out, "--method", "adafuse_tsn", "--classes", str(names)]) == 2
+    assert "174 outputs but 3 class names" in capsys.readouterr().err
     assert not (tmp_path / "out.ckpt").exists()
 
 

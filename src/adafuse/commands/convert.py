@@ -35,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Convert, then print what was found."""
     from adafuse.convert import convert_checkpoint
-    from adafuse.data.lists import read_class_names
+    from adafuse.data.classes import read_class_names
     from adafuse.data.presets import preset_class_names
     from adafuse.errors import UserError
     from adafuse.flops import count_params
