@@ -15,7 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "convert",
         help="convert an official AdaFuse checkpoint (.pth.tar) into an adafuse checkpoint",
         description="Convert a checkpoint saved by the authors' code (e.g. sthv1_adatsm50.pth.tar) into an adafuse "
-        "checkpoint for adafuse eval / predict / load_model. The backbone, classes, policy hidden sizes, sharing and "
+        "checkpoint for adafuse eval / load_model. The backbone, number of classes, policy hidden sizes, sharing and "
         "fused stages are read from the keys; every tensor of the file must be used and every tensor of the model "
         "filled. The temporal shift has no weights: policy nets in layer4 only means adafuse_tsm_last, otherwise "
         "'tsn' or 'tsm' in the file name decides, or --method.",
