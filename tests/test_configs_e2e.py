@@ -78,7 +78,7 @@ def test_config_trains_saves_evaluates_and_counts(names, dataset, tmp_path, caps
         "data.batch_size=2", "data.val_batch_size=2", "data.workers=0", "optim.epochs=1",
         "trainer.limit_train_batches=1", "trainer.devices=1", "trainer.num_nodes=1", "trainer.strategy=auto",
         "trainer.accelerator=cpu", "trainer.progress=false", "trainer.tensorboard=false",
-        f"trainer.out={tmp_path / 'run'}", "trainer.checkpoint_every_steps=0",
+        f"trainer.out={tmp_path / 'run'}",
     ])  # fmt: skip
     result = fit(config)
     assert result["validation"] is not None and 0 <= result["validation"]["top1"] <= 100
