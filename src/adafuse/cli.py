@@ -14,7 +14,7 @@ import sys
 from adafuse.errors import UserError
 
 # Order is the order of `adafuse --help`.
-COMMANDS = ("demo", "synth", "prepare", "train", "eval", "flops", "predict", "bench", "plot")
+COMMANDS = ("demo", "synth", "prepare", "train", "eval", "flops", "predict", "export", "bench", "plot")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -19,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "the frames per second and the keep/reuse/skip shares of the policy. Needs a causal model: AdaFuse-TSN, "
         "TSN, or TSM built with the causal shift.",
     )
-    p.add_argument("--checkpoint", required=True, help="an adafuse checkpoint (adafuse train / export)")
+    p.add_argument("--checkpoint", required=True, help="an adafuse checkpoint (adafuse train)")
     p.add_argument(
         "video", metavar="VIDEO", help="a video file; /dev/videoN for a V4L2 camera (PyAV), or a camera index (OpenCV)"
     )
