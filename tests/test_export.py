@@ -36,7 +36,10 @@ def exported(tmp_path_factory):
             torch.manual_seed(len(cache))
             model = tiny("resnet10_mini", method, t=3 if mode == "clip" else 5, input_size=SIZE, **kwargs)
             path = tmp_path_factory.mktemp("onnx") / f"{method}_{mode}.onnx"
-            cache[key] = model, export_onnx(model, path, mode=mode)
+            state = {k: v.clone() for k, v in model.state_dict().items()}
+            export = export_onnx(model.train(), path, mode=mode)
+            assert model.training and all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+            cache[key] = model.eval(), export  # the export left the model as it was
         return cache[key]
 
     return get

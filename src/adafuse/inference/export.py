@@ -7,12 +7,13 @@
     export_onnx(model, "clip.onnx")                    # clips (N, T, 3, H, W) -> logits (N, K), masks (N, T, G, 3)
     export_onnx(model, "step.onnx", mode="stream")     # frames (B, 3, H, W), state -> logits (B, K), masks, state
 
-Graphs are written with ``torch.export`` (``torch.onnx.export(dynamo=True)``), which traces shapes symbolically:
-the batch stays a real dynamic axis, the arg-max policies stay ``ArgMax`` + ``ScatterElements`` and the temporal
-shift stays concatenations of slices. The TorchScript exporter records ``x.shape`` as Python constants, so its
-graph of a model traced at one batch size computes wrong numbers, with no error, at another. An exported graph is
-masked-dense: it computes every channel and multiplies the masks in, as the recognizer does. It deploys AdaFuse's
-accuracy, not its savings; :class:`~adafuse.inference.SparseRecognizer` is what skips.
+Graphs are written with ``torch.export`` (``torch.onnx.export(dynamo=True)``), PyTorch's supported exporter: it
+traces shapes symbolically, so the batch is a dynamic axis it has proven (not assumed), and code it cannot capture
+is an export error rather than a frozen constant. The arg-max policies become ``ArgMax`` + ``ScatterElements`` and
+the temporal shift concatenations of slices. (The deprecated TorchScript exporter also gives correct graphs of these
+models today, 10-30x faster, but its tracer silently freezes every Python-level decision into the graph.) An
+exported graph is masked-dense: it computes every channel and multiplies the masks in, as the recognizer does. It
+deploys AdaFuse's accuracy, not its savings; :class:`~adafuse.inference.SparseRecognizer` is what skips.
 
 Every file carries metadata (``onnx.ModelProto.metadata_props``): ``adafuse.config`` (the model's
 :class:`~adafuse.models.ModelConfig` as JSON: classes, input size, normalization), ``adafuse.mode`` and, in stream
@@ -145,7 +146,7 @@ def export_onnx(
         args = (torch.zeros(batch, model.num_segments, 3, size, size),)
         with torch.no_grad():
             names = list(model.forward_with_policies(args[0], sample=False)[1])
-        graph: nn.Module = _ClipGraph(model, names)
+        graph: nn.Module = _ClipGraph(model, names).eval()
         input_names, output_names = ["clips"], ["logits", *names]
     else:
         graph = StreamingStep(model, input_size=size)

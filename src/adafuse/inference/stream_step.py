@@ -96,6 +96,7 @@ class StreamingStep(nn.Module):
         self._shapes = shapes
         self.state_names: list[str] = list(shapes)
         self.policy_names: list[str] = [f"backbone.{name}.fusion" for name, b in net.named_blocks() if b.fusion]
+        self.eval()
 
     def state_shapes(self, batch_size: int) -> dict[str, tuple[int, ...]]:
         """The shape of every state tensor for ``batch_size`` streams, by name (the order of :attr:`state_names`)."""
