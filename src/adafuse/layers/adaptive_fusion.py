@@ -103,8 +103,8 @@ class AdaptiveFusion(Fusion):
         """One frame of B streams, deterministic (arg-max), with the policy history as explicit state.
 
         x (B, C_in, H, W) the frame's block input; ``pooled`` (B, C_in) the previous frame's pooled input
-        ``v_{t-1}`` (zeros at a stream's start; ignored without history) -> (mask (B, G, 3), ``v_t``, the next
-        frame's ``pooled``). Equals the clip policy frame by frame.
+        ``v_{t-1}`` (zeros at a stream's start; ignored without history) -> (mask (B, G, 3), ``v_t`` (B, C_in): the
+        next frame's ``pooled``). Equals the clip policy frame by frame.
         """
         v = x.mean(dim=(2, 3))
         features = torch.cat([pooled, v], dim=1) if self.history else v
