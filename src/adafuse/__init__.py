@@ -50,6 +50,8 @@ _API = {
     "EvalTransform": "adafuse.data.transforms",
     "SparseRecognizer": "adafuse.inference.sparse",
     "StreamingRecognizer": "adafuse.inference.streaming",
+    "StreamingStep": "adafuse.inference.stream_step",
+    "export_onnx": "adafuse.inference.export",
     "evaluate": "adafuse.engine.evaluate",
     "evaluate_checkpoint": "adafuse.engine.evaluate",
     "fit": "adafuse.engine.train",

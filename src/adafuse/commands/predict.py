@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "the training videos' frames per segment (stored in the checkpoint). Needs a causal model: AdaFuse-TSN, "
         "TSN, or TSM built with the causal shift.",
     )
-    p.add_argument("--checkpoint", required=True, help="an adafuse checkpoint (adafuse train / export)")
+    p.add_argument("--checkpoint", required=True, help="an adafuse checkpoint (adafuse train)")
     p.add_argument(
         "video", metavar="VIDEO", help="a video file; /dev/videoN for a V4L2 camera (PyAV), or a camera index (OpenCV)"
     )

@@ -29,12 +29,17 @@ from adafuse.layers.actions import KEEP, NUM_ACTIONS, REUSE
 Policies = dict[str, torch.Tensor]  # module name -> policy mask (N, T, G, 3) (or a channel gate, see flops)
 
 
-def fuse(y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Apply a policy mask: y (N·T, C, H, W), mask (N, T, G, 3) with C divisible by G -> (N·T, C, H, W)."""
+def fuse(y: torch.Tensor, mask: torch.Tensor, *, previous: torch.Tensor | None = None) -> torch.Tensor:
+    """Apply a policy mask: y (N·T, C, H, W), mask (N, T, G, 3) with C divisible by G -> (N·T, C, H, W).
+
+    ``previous`` (N, C, H, W) is the raw y of the frame before the clip (what REUSE copies at its first frame);
+    zeros by default. A streaming step is the clip of one frame (T = 1) with the previous frame's y carried in.
+    """
     n, t, g, _ = mask.shape
     y6 = y.view(n, t, g, y.shape[1] // g, *y.shape[2:])
     mask = mask.to(y.dtype).view(n, t, g, 1, 1, 1, NUM_ACTIONS)
-    history = torch.cat([torch.zeros_like(y6[:, :1]), y6[:, :-1]], dim=1)
+    first = torch.zeros_like(y6[:, :1]) if previous is None else previous.view_as(y6[:, :1])
+    history = first if t == 1 else torch.cat([first, y6[:, :-1]], dim=1)
     return (mask[..., KEEP] * y6 + mask[..., REUSE] * history).view_as(y)
 
 

@@ -40,6 +40,17 @@ class TemporalShift(nn.Module):
             parts = [_earlier(x[:, :, :fold]), _later(x[:, :, fold : 2 * fold]), x[:, :, 2 * fold :]]
         return torch.cat(parts, dim=2).view(nt, c, h, w)
 
+    def step(self, x: torch.Tensor, buffer: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One frame of B streams through the causal shift, with the carried channels as explicit state.
+
+        x (B, C, H, W) the frame's input; buffer (B, C/shift_div, H, W) the previous frame's first channels (zeros
+        at a stream's start) -> (shifted x, the next frame's buffer). Equals :meth:`forward` frame by frame.
+        """
+        if not self.causal:
+            raise ValueError("the bidirectional temporal shift looks one frame ahead: it has no per-frame step")
+        fold = x.shape[1] // self.shift_div
+        return torch.cat([buffer, x[:, fold:]], dim=1), x[:, :fold]
+
     def extra_repr(self) -> str:
         return f"num_segments={self.num_segments}, shift_div={self.shift_div}, causal={self.causal}"
 

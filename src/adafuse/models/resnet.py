@@ -99,9 +99,12 @@ class BasicBlock(_Block):
     ) -> tuple[torch.Tensor, Policies]:
         """(output, {"fusion": mask (N, T, G, 3)} when the block has a fusion)."""
         xs, y, policies = self._fused_first(x, actions, sample, generator)
+        return self.after_fusion(x, xs, y), policies
+
+    def after_fusion(self, x: torch.Tensor, xs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The block after its fusion slot: block input x, shifted input xs and fused first-conv output y -> output."""
         y = self.bn2(self.conv2(y))
-        identity = self._shortcut(x, xs)
-        return self.relu(y + identity), policies
+        return self.relu(y + self._shortcut(x, xs))
 
 
 class Bottleneck(_Block):
@@ -141,10 +144,13 @@ class Bottleneck(_Block):
     ) -> tuple[torch.Tensor, Policies]:
         """(output, {"fusion": mask (N, T, G, 3)} when the block has a fusion)."""
         xs, y, policies = self._fused_first(x, actions, sample, generator)
+        return self.after_fusion(x, xs, y), policies
+
+    def after_fusion(self, x: torch.Tensor, xs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The block after its fusion slot: block input x, shifted input xs and fused first-conv output y -> output."""
         y = self.relu(self.bn2(self.conv2(y)))
         y = self.bn3(self.conv3(y))
-        identity = self._shortcut(x, xs)
-        return self.relu(y + identity), policies
+        return self.relu(y + self._shortcut(x, xs))
 
 
 class ResNet(nn.Module):
@@ -218,13 +224,17 @@ class ResNet(nn.Module):
         generator: torch.Generator | None = None,
     ) -> tuple[torch.Tensor, Policies]:
         """Pooled features (N·T, num_features) and the policies of every block, named like ``layer1.0.fusion``."""
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.stem(x)
         policies: Policies = {}
         for name, block in self.named_blocks():
             x, decided = block.forward_with_policies(x, actions=scope(actions, name), sample=sample,
                                                      generator=generator)  # fmt: skip
             policies.update(qualify(name, decided))
         return torch.flatten(self.avgpool(x), 1), policies
+
+    def stem(self, x: torch.Tensor) -> torch.Tensor:
+        """conv1, BN, ReLU, max-pool: frames (B, 3, H, W) -> the first block's input (B, widths[0], H/4, W/4)."""
+        return self.maxpool(self.relu(self.bn1(self.conv1(x))))
 
     def named_blocks(self) -> Iterator[tuple[str, BasicBlock | Bottleneck]]:
         """All residual blocks with their names (``layer1.0`` ...), in order."""
