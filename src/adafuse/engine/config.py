@@ -96,6 +96,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "max_steps": -1,
         "limit_train_batches": None,
         "limit_val_batches": None,
+        "compile": False,  # torch.compile the training forward, loss and backward (first steps pay the compilation)
+        "channels_last": False,  # NHWC weights and activations: the layout of a GPU's tensor-core convolutions
     },
 }
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
@@ -139,6 +139,14 @@ def resolve_precision(value: str | int, accelerator: str) -> str | int:
     return "16-mixed" if gpu else "32-true"
 
 
+def _progress_bar(trainer_cfg: dict[str, Any]) -> list[L.Callback]:
+    """The progress bar, refreshed once per logging interval: each refresh reads the logged loss back from the GPU,
+    which would make every step wait for the device."""
+    if not trainer_cfg["progress"]:
+        return []
+    return [TQDMProgressBar(refresh_rate=max(1, trainer_cfg["log_every_steps"]))]
+
+
 def fit(config: dict[str, Any], *, resume: bool = False, callbacks: Sequence[L.Callback] = ()) -> dict[str, Any]:
     """Train the model a config describes; returns the last validation result and the run's paths."""
     with _quiet_lightning():
@@ -165,7 +173,8 @@ def _fit(config: dict[str, Any], *, resume: bool, callbacks: Sequence[L.Callback
                         classes=list(spec.class_names))  # fmt: skip
     table = profile(model, input_size=data_cfg["input_size"])
     meta = {"dataset": str(Path(data_cfg["dataset"]).resolve()), "train_config": config}
-    module = RecognitionModule(model, table=table, config=config, meta=meta)
+    module = RecognitionModule(model, table=table, config=config, meta=meta, compile=trainer_cfg["compile"],
+                               channels_last=trainer_cfg["channels_last"])  # fmt: skip
     save_config(config, out / "config.yaml")
 
     every = trainer_cfg["checkpoint_every_steps"] or None
@@ -197,7 +206,7 @@ def _fit(config: dict[str, Any], *, resume: bool, callbacks: Sequence[L.Callback
         limit_val_batches=trainer_cfg["limit_val_batches"],
         num_sanity_val_steps=0,
         use_distributed_sampler=False,  # our loaders shard by rank themselves (and can resume mid-epoch)
-        callbacks=[*checkpoints, *callbacks],
+        callbacks=[*checkpoints, *_progress_bar(trainer_cfg), *callbacks],
         logger=loggers,
         plugins=[AtomicCheckpointIO()],
     )
