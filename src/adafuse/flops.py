@@ -177,9 +177,11 @@ def adaptive_macs(
     batch_size: int,
     mode: str = "real",
     last_frame: str = "correct",
+    device: torch.device | str | None = None,
 ) -> torch.Tensor:
     """Policy-aware MACs per video (N,) of N = ``batch_size`` videos (Eq. 5), from the ``policies`` a forward pass
-    returned (fusion masks (N, T, G, 3); CGNet gated-off shares (N·T,)) and the model's cost table.
+    returned (fusion masks (N, T, G, 3); CGNet gated-off shares (N·T,)) and the model's cost table; on ``device``
+    (default: the policies', else the host).
 
     Equals ``table.dense_macs`` for all-keep policies and for models without policies; differentiable in the
     masks for the efficiency loss. Every policy slot of the table must be given, with the table's T and G, and
@@ -190,7 +192,8 @@ def adaptive_macs(
         missing, extra = sorted(expected - set(policies)), sorted(set(policies) - expected)
         raise ValueError(f"policies do not match the cost table: missing {missing or 'none'}, "
                          f"unknown {extra or 'none'}")
-    device = next(iter(policies.values())).device if policies else None
+    if device is None and policies:
+        device = next(iter(policies.values())).device
     cost = torch.full((batch_size,), table.dense_macs, device=device)  # made where the masks are: no copy, no sync
     t = table.num_segments
     for name, value in policies.items():

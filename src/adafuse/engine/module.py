@@ -126,7 +126,8 @@ class RecognitionModule(L.LightningModule):
         data-dependent shapes), so a step runs ahead of the device and compiles to one graph."""
         logits, policies = self.model.forward_with_policies(clips)
         ce = F.cross_entropy(logits, labels)
-        macs = adaptive_macs(policies, self.table, batch_size=clips.shape[0], mode=self.loss_cfg["cost_mode"])
+        macs = adaptive_macs(policies, self.table, batch_size=clips.shape[0], mode=self.loss_cfg["cost_mode"],
+                             device=clips.device)  # fmt: skip
         loss = ce
         if efficiency_weight and policies:
             loss = loss + efficiency_weight * efficiency_cost(macs, self.table, kind=self.loss_cfg["cost"])
