@@ -142,8 +142,9 @@ def test_fit_with_compile_off_channels_last_on_and_a_progress_bar(tmp_path):
     config = load_config(None, [
         f"data.dataset={tmp_path / 'data' / 'dataset.yaml'}", f"trainer.out={tmp_path / 'run'}",
         "model.backbone=resnet10_mini", "model.num_segments=2", "model.policy_hidden=8", "data.input_size=16",
-        "data.batch_size=2", "data.workers=0", "trainer.tensorboard=false", "optim.epochs=1", "trainer.limit_train_batches=2",
-        "trainer.channels_last=true", "trainer.progress=true", "trainer.limit_val_batches=1",
+        "data.batch_size=2", "data.workers=0", "trainer.tensorboard=false", "optim.epochs=1",
+        "trainer.limit_train_batches=2", "trainer.channels_last=true", "trainer.progress=true",
+        "trainer.limit_val_batches=1",
     ])  # fmt: skip
     result = fit(config)
     assert result["module"].model.backbone.conv1.weight.is_contiguous(memory_format=torch.channels_last)
