@@ -8,10 +8,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from adafuse.data.synthetic import generate_synthetic
 from adafuse.engine.config import DEFAULTS, load_config
 from adafuse.engine.module import RecognitionModule
-from adafuse.engine.train import fit
 from adafuse.errors import UserError
 from adafuse.flops import profile
 from adafuse.layers import KEEP, REUSE, TemporalShift, fuse
@@ -138,6 +136,10 @@ def test_channels_last_training_step_agrees_and_keeps_the_layout():
 
 
 def test_fit_with_compile_off_channels_last_on_and_a_progress_bar(tmp_path):
+    # imported here: the data pipeline needs PyAV, which a bare GPU machine running the other tests may lack
+    from adafuse.data.synthetic import generate_synthetic
+    from adafuse.engine.train import fit
+
     generate_synthetic(kind="temporal", out=tmp_path / "data", num_videos=16, size=32, frames=4, seed=0)
     config = load_config(None, [
         f"data.dataset={tmp_path / 'data' / 'dataset.yaml'}", f"trainer.out={tmp_path / 'run'}",

@@ -235,7 +235,9 @@ class TritonGroupConv:
                            num_warps=1, num_stages=1)  # fmt: skip
         from triton.testing import do_bench
 
-        m_choices = sorted({min(m, max(16, triton.next_power_of_2(pixels))) for m in (32, 64, 128)})
+        # Few candidates: each distinct tile shape is one more compilation (about a second) the first time.
+        n_choices = n_choices if gated else [n for n in n_choices if n >= 32] or n_choices
+        m_choices = sorted({min(m, max(16, triton.next_power_of_2(pixels))) for m in (64, 128)})
         candidates = [_Config(m, n, 8 if m * n >= 128 * 128 else 4, 3) for m in m_choices for n in n_choices]
         times = {c: do_bench(lambda c=c: self._launch(args, meta, c, pixels, c_out), warmup=5, rep=20)
                  for c in candidates}  # fmt: skip

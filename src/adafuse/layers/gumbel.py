@@ -48,10 +48,10 @@ def budget_onehot(logits: torch.Tensor, *, budget: int, skip: int) -> torch.Tens
     groups, num_actions = logits.shape[-2:]
     if not 0 <= budget <= groups:
         raise ValueError(f"budget must be in 0..{groups} groups, got {budget}")
-    others = torch.tensor([a for a in range(num_actions) if a != skip], device=logits.device)
-    candidates = logits.index_select(-1, others)
-    best, choice = candidates.max(dim=-1)
+    # No index tensor made from host data: the rule runs inside a captured CUDA graph.
+    others = logits.index_fill(-1, torch.full((1,), skip, device=logits.device), float("-inf"))
+    best, choice = others.max(dim=-1)
     margin = best - logits[..., skip]
     kept = torch.zeros_like(margin, dtype=torch.bool).scatter_(-1, margin.topk(budget, dim=-1).indices, True)
-    index = torch.where(kept, others[choice], skip)
+    index = torch.where(kept, choice, skip)
     return torch.zeros_like(logits).scatter_(-1, index.unsqueeze(-1), 1.0)
