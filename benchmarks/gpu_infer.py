@@ -6,9 +6,9 @@
 
 Random weights, BatchNorm statistics set by one training-mode pass over random clips (so activations keep their
 scale in float16); the AdaFuse model is the TSN one plus policy nets (hidden ``--policy-hidden``), same backbone
-weights. Policies (``--policies``): ``paper`` forces, in every fused block and at every frame, exactly the per-stage
-keep / reuse / skip shares of :data:`adafuse.bench.latency.PAPER_SHARES` at random group positions; ``keep`` keeps
-everything. Paths, all float16 under ``inference_mode`` with ``cudnn.benchmark``:
+weights. Policies (``--policies``): ``paper`` forces masks whose every group draws keep / reuse / skip independently
+with its stage's shares in :data:`adafuse.bench.latency.PAPER_SHARES` (per-sample masks, the paper's shares on
+average); ``keep`` keeps everything. Paths, all float16 under ``inference_mode`` with ``cudnn.benchmark``:
 
 - dense TSN: ``eager`` (NCHW), ``eager_cl`` (channels_last), ``compile`` (torch.compile of the channels_last model),
   ``graph`` (the channels_last model captured in a CUDA graph), ``engine`` / ``engine_graph`` (the GPU executor on
@@ -42,26 +42,22 @@ from _machine import describe_machine
 from adafuse.bench.latency import PAPER_SHARES
 from adafuse.flops import adaptive_macs, profile
 from adafuse.inference.gpu_executor import GpuSparseRecognizer, budget_from_shares, executed_policies
-from adafuse.layers.actions import KEEP, NUM_ACTIONS, REUSE, SKIP
+from adafuse.layers.actions import NUM_ACTIONS
 from adafuse.models import build_model
 
 DENSE = ("eager", "eager_cl", "compile", "graph", "engine", "engine_graph")
 
 
 def forced_masks(model, shares, *, batch: int, seed: int) -> dict[str, torch.Tensor]:
-    """Masks (N, T, G, 3) with exactly ``round(share · G)`` groups of each action per frame, at random positions."""
+    """Masks (N, T, G, 3): every group of every frame draws its action independently with its stage's shares, so
+    each sample has its own masks (as under a real policy) and the shares hold on average."""
     gen = torch.Generator().manual_seed(seed)
     masks = {}
-    t = model.num_segments
     for name, fusion in model.fusions().items():
-        keep, reuse, _ = shares[int(name.split(".")[1][len("layer"):]) - 1]
-        g = fusion.decisions
-        n_keep, n_reuse = round(keep * g), round(reuse * g)
-        ids = torch.full((batch, t, g), int(SKIP))
-        order = torch.argsort(torch.rand(batch, t, g, generator=gen), dim=-1)
-        ids.scatter_(-1, order[..., :n_keep], int(KEEP))
-        ids.scatter_(-1, order[..., n_keep : n_keep + n_reuse], int(REUSE))
-        masks[name] = torch.zeros(batch, t, g, NUM_ACTIONS).scatter_(-1, ids.unsqueeze(-1), 1.0)
+        p = torch.tensor(shares[int(name.split(".")[1][len("layer"):]) - 1])
+        ids = torch.multinomial(p, batch * model.num_segments * fusion.decisions, replacement=True, generator=gen)
+        ids = ids.view(batch, model.num_segments, fusion.decisions)
+        masks[name] = torch.zeros(*ids.shape, NUM_ACTIONS).scatter_(-1, ids.unsqueeze(-1), 1.0)
     return masks
 
 
@@ -181,7 +177,8 @@ def measure(args: argparse.Namespace, batch: int, deadline: float) -> list[dict]
         def ratio(m):
             return float(adaptive_macs(executed_policies(m), ada_table, batch_size=batch).mean()) / tsn_table.dense_macs
 
-        row = {"batch": batch, "frames": t, "policy": policy, "ms": ms, "best_dense": best,
+        share = torch.cat([m.reshape(-1, NUM_ACTIONS) for m in masks.values()]).mean(0).tolist()
+        row = {"batch": batch, "frames": t, "policy": policy, "shares": share, "ms": ms, "best_dense": best,
                "mac_ratio": ratio(masks), "logit_error": float(error)}  # fmt: skip
         sparse = "sparse_graph" if "sparse_graph" in ms else "sparse"
         row["time_ratio"] = ms[sparse] / ms[best]
@@ -205,7 +202,8 @@ def markdown(rows: list[dict]) -> str:
         cells = " | ".join(f"{r['ms'][n]:.2f}" if n in r["ms"] else "-" for n in names)
         budget = (f"{r['budget_mac_ratio']:.3f}, {r['budget_time_ratio']:.3f}, {r['budget_time_over_mac']:.2f}"
                   if "budget_mac_ratio" in r else "-")  # fmt: skip
-        lines.append(f"| {r['batch']} × {r['frames']} | {r['policy']} | {cells} | {r['best_dense']} | "
+        shares = "/".join(f"{v:.2f}" for v in r["shares"])
+        lines.append(f"| {r['batch']} × {r['frames']} | {r['policy']} ({shares}) | {cells} | {r['best_dense']} | "
                      f"{r['mac_ratio']:.3f} | {r['time_ratio']:.3f} | {r['time_over_mac']:.2f} | {budget} |")
     return "\n".join(lines)
 
