@@ -246,4 +246,5 @@ def test_float16_and_cuda_graph_on_the_gpu(bottleneck_tsm):
     other = torch.randn(4, T, 3, 64, 64)
     replayed, policies = run(other.cuda())
     eager, eager_policies = engine.forward_with_policies(other.cuda())
-    assert torch.equal(replayed, eager) and all(torch.equal(policies[k], eager_policies[k]) for k in policies)
+    assert all(torch.equal(policies[k], eager_policies[k]) for k in policies)
+    assert_close(replayed, eager, rel=1e-3)  # the same kernels; cuDNN may pick another algorithm when capturing
