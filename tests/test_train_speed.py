@@ -143,7 +143,7 @@ def test_fit_with_compile_off_channels_last_on_and_a_progress_bar(tmp_path):
     generate_synthetic(kind="temporal", out=tmp_path / "data", num_videos=16, size=32, frames=4, seed=0)
     config = load_config(None, [
         f"data.dataset={tmp_path / 'data' / 'dataset.yaml'}", f"trainer.out={tmp_path / 'run'}",
-        "model.backbone=resnet10_mini", "model.num_segments=2", "model.policy_hidden=8", "data.input_size=16",
+        "model.backbone=resnet10_mini", "model.num_segments=2", "model.policy_hidden=8", "data.input_size=32",
         "data.batch_size=2", "data.workers=0", "trainer.tensorboard=false", "optim.epochs=1",
         "trainer.limit_train_batches=2", "trainer.channels_last=true", "trainer.progress=true",
         "trainer.limit_val_batches=1",

@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
-from adafuse.engine.metrics import RecognitionMetrics
+from adafuse.engine.metrics import RecognitionMetrics, confusion_matrix, per_class_accuracy
+from adafuse.engine.progress import iter_progress
 from adafuse.flops import CostTable, adaptive_macs, count_params
 from adafuse.models import Recognizer
 
@@ -48,7 +48,8 @@ def evaluate(
     seed: int = 0,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Top-1/top-5, adaptive and dense GMACs per video (× views), parameters and policy statistics.
+    """Top-1/top-5, adaptive and dense GMACs per video (× views), parameters, policy statistics and the
+    ``confusion`` matrix (K, K) as lists (row: true class, column: predicted class).
 
     The model runs in eval mode with arg-max policies, or with ``sample_policy`` Gumbel-sampled ones (the
     official protocol) from a generator seeded with ``seed``: repeatable, and the global RNG is left alone.
@@ -57,10 +58,13 @@ def evaluate(
     generator = torch.Generator(device=device).manual_seed(seed) if sample_policy else None
     metrics = RecognitionMetrics(list(model.fusions())).to(device)
     total = len(loader) if hasattr(loader, "__len__") else None
-    for clips, labels in tqdm(loader, total=total, desc="eval", unit="batch", disable=not progress, leave=False):
+    confusion = None
+    for clips, labels in iter_progress(loader, total=total, desc="eval", enabled=progress):
         logits, macs, policies = predict_batch(model, clips.to(device), table, generator=generator)
         metrics.update(logits, labels.to(device), macs, policies)
+        confusion = confusion_matrix(logits.argmax(1).cpu(), labels.cpu(), logits.shape[1], into=confusion)
     result = metrics.compute()
+    result["confusion"] = confusion.tolist() if confusion is not None else []
     result.update(
         gflops_dense=table.dense_gmacs * views,
         params=count_params(model),
@@ -108,6 +112,14 @@ def evaluate_checkpoint(
         raise UserError(
             f"{data} has {spec.num_classes} classes but checkpoint {checkpoint} was trained for {config.num_classes}"
         )
+    trained = list(config.classes or [])
+    unnamed = [str(i) for i in range(spec.num_classes)]  # a dataset.yaml with num_classes only names none
+    if trained and unnamed not in (trained, list(spec.class_names)) and trained != list(spec.class_names):
+        # the same count in another order would score near chance silently
+        i, ours = next((i, a) for i, (a, b) in enumerate(zip(spec.class_names, trained, strict=True)) if a != b)
+        hint = ("the same names in another order: list them in the checkpoint's order"
+                if sorted(trained) == sorted(spec.class_names) else "other class names")
+        raise UserError(f"{data}: class {i} is {ours!r} but checkpoint {checkpoint} has {trained[i]!r} there ({hint})")
     size = input_size or config.input_size
     dataset = build_dataset(spec=spec, split=split, num_segments=config.num_segments, input_size=size,
                             normalization=config.normalization, train=False, num_clips=num_clips, num_crops=num_crops,
@@ -117,5 +129,6 @@ def evaluate_checkpoint(
     result = evaluate(model, loader, table=table, views=num_clips * num_crops, device=device,
                       sample_policy=sample_policy, seed=seed, progress=progress)  # fmt: skip
     result.update(checkpoint=str(checkpoint), dataset=str(data), split=split, method=config.method,
-                  backbone=config.backbone, num_segments=config.num_segments, input_size=size)
+                  backbone=config.backbone, num_segments=config.num_segments, input_size=size,
+                  classes=list(spec.class_names), per_class=per_class_accuracy(result["confusion"], spec.class_names))
     return result
