@@ -48,6 +48,7 @@ from adafuse.models.recognizer import Recognizer
 from adafuse.models.resnet import BasicBlock, Bottleneck, ResNet
 
 Policies = dict[str, torch.Tensor]
+Forward = Callable[[torch.Tensor], tuple[torch.Tensor, Policies]]  # clips (N, T, 3, H, W) -> (logits, policies)
 
 
 def _channels_last(x: torch.Tensor) -> torch.Tensor:
@@ -244,8 +245,7 @@ class GpuSparseRecognizer:
             logits = torch.addmm(self.head_bias, features, self.head_weight.t()).view(n, t, -1).mean(dim=1)
         return logits, policies
 
-    def graphed(self, example: torch.Tensor, *, warmup: int = 3) -> Callable[[torch.Tensor], tuple[torch.Tensor,
-                                                                                               Policies]]:  # fmt: skip
+    def graphed(self, example: torch.Tensor, *, warmup: int = 3) -> Forward:
         """The forward pass for clips shaped like ``example``, captured in a CUDA graph (kernel tuning and cuDNN
         set-up happen in the warm-up calls first). The returned function copies its input into the graph's buffer
         and replays it; its outputs are the graph's own tensors, overwritten by the next call."""
