@@ -23,6 +23,7 @@ that table; no generic FLOP counter sees runtime skipping.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -61,6 +62,12 @@ class CostTable:
     def dense_gmacs(self) -> float:
         """Dense GMACs ("GFLOPs" in the paper's tables) per video."""
         return self.dense_macs / 1e9
+
+    def to(self, device: torch.device | str) -> CostTable:
+        """This table with its per-group costs on ``device``: a training step on a GPU then costs its masks without
+        copying the table there (a host-to-device copy from pageable memory waits for the GPU) on every step."""
+        fusion = {name: (up.to(device), down.to(device)) for name, (up, down) in self.fusion.items()}
+        return dataclasses.replace(self, fusion=fusion)
 
 
 def _module_macs(module: nn.Module, inputs: tuple, output) -> float:
@@ -170,9 +177,11 @@ def adaptive_macs(
     batch_size: int,
     mode: str = "real",
     last_frame: str = "correct",
+    device: torch.device | str | None = None,
 ) -> torch.Tensor:
     """Policy-aware MACs per video (N,) of N = ``batch_size`` videos (Eq. 5), from the ``policies`` a forward pass
-    returned (fusion masks (N, T, G, 3); CGNet gated-off shares (N·T,)) and the model's cost table.
+    returned (fusion masks (N, T, G, 3); CGNet gated-off shares (N·T,)) and the model's cost table; on ``device``
+    (default: the policies', else the host).
 
     Equals ``table.dense_macs`` for all-keep policies and for models without policies; differentiable in the
     masks for the efficiency loss. Every policy slot of the table must be given, with the table's T and G, and
@@ -183,7 +192,9 @@ def adaptive_macs(
         missing, extra = sorted(expected - set(policies)), sorted(set(policies) - expected)
         raise ValueError(f"policies do not match the cost table: missing {missing or 'none'}, "
                          f"unknown {extra or 'none'}")
-    cost = torch.full((batch_size,), table.dense_macs)
+    if device is None and policies:
+        device = next(iter(policies.values())).device
+    cost = torch.full((batch_size,), table.dense_macs, device=device)  # made where the masks are: no copy, no sync
     t = table.num_segments
     for name, value in policies.items():
         if name in table.fusion:

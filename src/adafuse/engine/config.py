@@ -99,6 +99,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "max_steps": -1,
         "limit_train_batches": None,
         "limit_val_batches": None,
+        "compile": False,
+        "channels_last": False,
     },
 }
 
@@ -261,12 +263,15 @@ KEY_HELP: dict[str, str] = {
     "trainer.max_steps": "stop after N optimizer steps; -1: run all epochs",
     "trainer.limit_train_batches": "batches per epoch: a count (int) or a share (float); null: all",
     "trainer.limit_val_batches": "validation batches: a count (int) or a share (float); 0: no validation",
+    "trainer.compile": "torch.compile the training forward, loss and backward (the first steps pay the compilation)",
+    "trainer.channels_last": "NHWC (channels_last) weights and activations: the layout of GPU tensor-core convs",
 }
 
 # Keys a resumed run may change: how it runs, not what it computes (anything else must equal the run's).
 RESUME_MAY_CHANGE = (
     "trainer.out", "trainer.progress", "trainer.tensorboard", "trainer.log_every_steps",
     "trainer.checkpoint_every_steps", "trainer.threads", "data.workers", "data.val_batch_size",
+    "trainer.compile", "trainer.channels_last",
 )
 
 
