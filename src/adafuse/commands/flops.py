@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         "gflops_per_frame": round(table.dense_gmacs / args.num_segments, 4),
         "unit": "GMACs per video (T frames, 1 clip, 1 crop)",
     }
-    for name, savings in table.choice.items():  # frame choices (AR-Net): what one frame costs under each action
+    for savings in table.choice.values():  # frame choices (AR-Net): what one frame costs under each action
         per_frame = table.dense_macs / args.num_segments - savings
         result["frame_actions"] = dict(zip(model.action_names(), (round(v / 1e9, 4) for v in per_frame.tolist()),
                                            strict=True))  # fmt: skip

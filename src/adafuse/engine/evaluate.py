@@ -71,8 +71,8 @@ def evaluate(
             kept.append((logits.float().softmax(1).cpu(), labels.cpu(), macs.float().cpu()))
     result = metrics.compute()
     if keep_scores:
-        result.update({key: torch.cat(parts) for key, parts in zip(("scores", "labels", "video_macs"), zip(*kept),
-                                                                   strict=True)})  # fmt: skip
+        scores, labels, video_macs = (torch.cat(parts) for parts in zip(*kept, strict=True))
+        result.update(scores=scores, labels=labels, video_macs=video_macs)
     result["confusion"] = confusion.tolist() if confusion is not None else []
     result.update(
         gflops_dense=table.dense_gmacs * views,
