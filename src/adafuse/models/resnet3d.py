@@ -93,8 +93,10 @@ class ResNet3d(nn.Module):
         self.conv1 = nn.Conv3d(3, widths[0], (5, 7, 7), stride=2, padding=(2, 3, 3), bias=False)
         self.bn1 = nn.BatchNorm3d(widths[0])
         self.relu = nn.ReLU(inplace=True)
-        # ceil_mode: a clip shorter than the temporal stride (tiny tests) still keeps one frame
-        self.maxpool = nn.MaxPool3d((2, 3, 3), stride=2, padding=(0, 1, 1), ceil_mode=True)
+        # The released 2×3×3 /2 pool1 as its two separable halves (a max over a box is a max of maxes): ceil_mode on
+        # the temporal ones keeps one frame of a clip shorter than the stride, without changing spatial sizes.
+        self.maxpool = nn.MaxPool3d((1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1))
+        self.pool1 = nn.MaxPool3d((2, 1, 1), stride=(2, 1, 1), ceil_mode=True)
         self.pool2 = nn.MaxPool3d((2, 1, 1), stride=(2, 1, 1), ceil_mode=True)
         inplanes = widths[0]
         for stage, (planes, count) in enumerate(zip(widths, layers, strict=True)):
@@ -120,7 +122,7 @@ class ResNet3d(nn.Module):
 
     def forward(self, clips: torch.Tensor) -> torch.Tensor:
         x = clips.transpose(1, 2)  # (N, 3, T, H, W)
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.pool1(self.maxpool(self.relu(self.bn1(self.conv1(x)))))
         x = self.pool2(self.layer1(x))
         x = self.layer4(self.layer3(self.layer2(x)))
         return torch.flatten(self.avgpool(x), 1)
