@@ -3,7 +3,8 @@
 The paper's ResNet-50 presets (shared policy FCs) once crashed at start while the suite only counted their
 parameters. Here each distinct model recipe of ``configs/`` (the model section, the loss and the optimiser; configs
 that differ only in the dataset, schedule length or paths share one) is built with its own flags and trained for
-one step on a generated 2-class dataset at T = 2, saved, evaluated from its checkpoint and counted by the CLI.
+one step on a generated 2-class dataset at T = 2, saved, evaluated from its checkpoint and counted by the CLI
+(configs that differ only in T, like ECO_En Lite's four members, share one too).
 """
 
 import json
@@ -26,7 +27,8 @@ SIZE = {"bninception": 64}
 
 def recipe(path: Path) -> str:
     c = load_config(path)
-    return json.dumps([c["model"], c["loss"], c["optim"]["optimizer"], c["optim"]["freeze_bn"]], sort_keys=True)
+    model = {k: v for k, v in c["model"].items() if k != "num_segments"}  # every run here is at T = 2
+    return json.dumps([model, c["loss"], c["optim"]["optimizer"], c["optim"]["freeze_bn"]], sort_keys=True)
 
 
 def groups() -> list[list[str]]:

@@ -31,6 +31,7 @@ _API = {
     "TemporalShift": "adafuse.layers.temporal_shift",
     "ModelConfig": "adafuse.models.config",
     "Recognizer": "adafuse.models.recognizer",
+    "ARNet": "adafuse.models.arnet",
     "build_model": "adafuse.models.builder",
     "build_from_config": "adafuse.models.builder",
     "list_backbones": "adafuse.models._registry",
@@ -54,6 +55,7 @@ _API = {
     "export_onnx": "adafuse.inference.export",
     "evaluate": "adafuse.engine.evaluate",
     "evaluate_checkpoint": "adafuse.engine.evaluate",
+    "evaluate_ensemble": "adafuse.engine.evaluate",
     "fit": "adafuse.engine.train",
     "load_config": "adafuse.engine.config",
 }

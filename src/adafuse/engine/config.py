@@ -50,6 +50,10 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "keep_ratio": 0.5,
         "cg_partitions": 4,
         "lstm_hidden": 512,
+        "trn_features": 256,
+        "arnet_backbones": ["resnet50", "resnet34", "resnet18"],
+        "arnet_scales": [1.0, 0.75, 0.5, 0.375],
+        "arnet_skips": [1, 2, 4],
     },
     "data": {
         "dataset": None,  # path of a dataset.yaml (adafuse synth / adafuse prepare lists write one)
@@ -173,6 +177,9 @@ _RANGES: dict[str, _Range] = {
     "model.keep_ratio": _Range(0, 1),
     "model.cg_partitions": _AT_LEAST_ONE,
     "model.lstm_hidden": _AT_LEAST_ONE,
+    "model.trn_features": _AT_LEAST_ONE,
+    "model.arnet_scales": _Range(0, 1, open_low=True),
+    "model.arnet_skips": _AT_LEAST_ONE,
     "data.input_size": _Range(32),  # every backbone downsamples 32x
     "data.batch_size": _AT_LEAST_ONE,
     "data.val_batch_size": _AT_LEAST_ONE,
@@ -203,9 +210,10 @@ _RANGES: dict[str, _Range] = {
 
 # One line of meaning per key: `adafuse train --help-config` and the table in docs/training.md.
 KEY_HELP: dict[str, str] = {
-    "model.backbone": "2D CNN: resnet18/34/50/101, resnet10_mini, bninception, efficientnet_b0..b3",
+    "model.backbone": "2D CNN: resnet18/34/50/101, resnet10_mini, bninception, efficientnet_b0..b3, mobilenet_v2 "
+    "(i3d inflates a resnet; eco needs bninception; arnet's policy is mobilenet_v2)",
     "model.method": "tsn, tsm, lstm, cgnet, threshold, random, ada_skip, ada_reuse, adafuse_tsn, adafuse_tsm, "
-    "adafuse_tsm_last",
+    "adafuse_tsm_last; comparison systems: trn, i3d, i3d_nl, eco, eco_lite, arnet",
     "model.num_segments": "frames per clip, T",
     "model.pretrained": "backbone weights: a file or a torchvision weights name (IMAGENET1K_V1); null: from scratch",
     "model.dropout": "dropout before the classifier",
@@ -221,7 +229,12 @@ KEY_HELP: dict[str, str] = {
     "model.random_ratios": "random: keep/reuse/skip probabilities",
     "model.keep_ratio": "threshold: share of channels kept",
     "model.cg_partitions": "CGNet: partitions p",
-    "model.lstm_hidden": "lstm: hidden width",
+    "model.lstm_hidden": "lstm: hidden width (also AR-Net's policy LSTM)",
+    "model.trn_features": "trn: per-frame embedding width the relations see (TRN's img_feature_dim)",
+    "model.arnet_backbones": "arnet: one network per resolution, high to low",
+    "model.arnet_scales": "arnet: frame side of each arnet_backbones entry as a share of data.input_size, then the "
+    "policy's",
+    "model.arnet_skips": "arnet: skip lengths the policy may choose (skip k: this frame and the next k-1)",
     "data.dataset": "path of a dataset.yaml (adafuse synth / adafuse prepare lists write one)",
     "data.input_size": "side S of the square crops the model sees",
     "data.normalization": "input normalisation; null: the backbone's (bgr255 for bninception, else imagenet)",

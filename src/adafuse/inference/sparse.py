@@ -415,10 +415,10 @@ class SparseRecognizer:
 def check_supported(model: Recognizer) -> None:
     """Raise :class:`~adafuse.errors.UserError` (one line) unless ``model`` can run causally and sparsely."""
     name = model.config.backbone
-    if not isinstance(model.backbone, ResNet):
-        raise UserError(f"sparse execution supports resnet* backbones only, got {name}")
-    if model.lstm is not None:
-        raise UserError("streaming supports the average consensus only, not an LSTM")
+    if not isinstance(getattr(model, "backbone", None), ResNet):
+        raise UserError(f"sparse execution supports 2D resnet* backbones only, got {name} ({model.config.method})")
+    if model.consensus != "avg":
+        raise UserError(f"streaming supports the average consensus only, not {model.config.method}")
     for block in model.backbone.blocks():
         if type(block.conv1) is not torch.nn.Conv2d:
             raise UserError(f"sparse execution does not support {type(block.conv1).__name__} (e.g. CGNet) convs")
