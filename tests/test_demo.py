@@ -18,6 +18,7 @@ def test_demo_end_to_end_json(tmp_path, capsys):
     assert ada["gflops"] < ada["gflops_dense"]  # policies skip or reuse something
     assert ada["params"] > tsn["params"]  # the policy nets
     assert all(0 <= r["top1"] <= 100 for r in summary["results"]) and summary["seconds"] > 0
+    assert all(0 <= r["best_top1"] <= 100 for r in summary["results"])  # best.ckpt's, beside last's
     for plot in summary["plots"]:
         assert (out / plot.split("/")[-1]).stat().st_size > 1000
     assert json.loads((out / "results.json").read_text())["results"] == summary["results"]

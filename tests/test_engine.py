@@ -131,9 +131,21 @@ def test_eval_json_is_repeatable_and_complete(dataset, tmp_path, capsys):
     assert r["gflops"] <= r["gflops_dense"] and r["params"] > 11_000_000
     assert abs(r["policy"]["keep"] + r["policy"]["reuse"] + r["policy"]["skip"] - 1) < 1e-6
     assert len(r["blocks"]) == 8
+    # per class and the confusion matrix agree with top-1 and the video count
+    confusion = torch.tensor(r["confusion"])
+    assert confusion.shape == (8, 8) and confusion.sum() == 8
+    assert 100 * confusion.diag().sum() / 8 == pytest.approx(r["top1"])
+    assert [c["class"] for c in r["per_class"]] == r["classes"] and sum(c["videos"] for c in r["per_class"]) == 8
+    for i, c in enumerate(r["per_class"]):
+        assert c["top1"] == pytest.approx(100 * confusion[i, i] / confusion[i].sum())
+    # best.ckpt scored on the split it was chosen on: last.ckpt's validation beside it (one epoch: the same)
+    assert r["last"]["checkpoint"] == result["last"] and r["last"]["top1"] == pytest.approx(r["top1"])
     report = tmp_path / "report.md"
     assert main(["eval", "--checkpoint", result["best"], "--report", str(report), "--workers", "0"]) == 0
-    assert "| block | keep | reuse | skip | instance |" in report.read_text()
+    text = report.read_text()
+    assert "| block | keep | reuse | skip | instance |" in text
+    assert "## Per class" in text and "| true \\ predicted | 0 | 1 | 2 | 3 | 4 | 5 | 6 | 7 |" in text
+    assert "is the epoch with the best top-1 on val, the split scored here, so its number is optimistic" in text
 
 
 def _error(capsys, argv) -> str:
@@ -164,6 +176,16 @@ def test_one_line_errors(dataset, tmp_path, capsys):
     save_model(ckpt, build_model(backbone="resnet18", method="tsn", num_classes=5, num_segments=3, input_size=32))
     err = _error(capsys, ["eval", "--checkpoint", str(ckpt), "--data", str(dataset)])
     assert "has 8 classes but checkpoint" in err and "was trained for 5" in err
+    # the same classes in another order (as `prepare lists --source tree` sorts them): refused, not 12% silently
+    from adafuse.data.spec import load_dataset_yaml
+
+    names = list(load_dataset_yaml(dataset).class_names)
+    save_model(ckpt, build_model(backbone="resnet18", method="tsn", num_classes=8, num_segments=3, input_size=32,
+                                 classes=sorted(names, reverse=True)))
+    err = _error(capsys, ["eval", "--checkpoint", str(ckpt), "--data", str(dataset)])
+    assert err == (f"adafuse eval: error: {dataset}: class 0 is {names[0]!r} but checkpoint {ckpt} has "
+                   f"{sorted(names, reverse=True)[0]!r} there (the same names in another order: list them in the "
+                   "checkpoint's order)")
     (tmp_path / "junk.ckpt").write_text("junk")
     assert "not readable" in _error(capsys, ["eval", "--checkpoint", str(tmp_path / "junk.ckpt")])
 

@@ -64,6 +64,7 @@ MODELS = [
     ("resnet50", "adafuse_tsn", {"policy_group_size": 8}),
     ("resnet18", "adafuse_tsm", {"policy_group_size": 8}),  # bidirectional: a clip executor can run it
     ("resnet18", "adafuse_tsm", {"causal_shift": True, "policy_group_size": 16}),
+    ("resnet18", "adafuse_tsm", {"policy_group_size": 8, "shifted_shortcut": True}),  # the authors' BateNet
     ("resnet50", "adafuse_tsm_last", {"causal_shift": True, "policy_group_size": 4}),
     ("resnet10_mini", "ada_skip", {"policy_group_size": 2}),
     ("resnet18", "ada_reuse", {"policy_group_size": 16}),
@@ -170,7 +171,7 @@ def test_bad_arguments():
 
 
 @pytest.mark.parametrize(
-    ("method", "message"), [("cgnet", "ChannelGatedConv2d"), ("lstm", "LSTM"), ("random", "RandomFusion")]
+    ("method", "message"), [("cgnet", "ChannelGatedConv2d"), ("lstm", "average consensus"), ("random", "RandomFusion")]
 )
 def test_unsupported_models_are_refused_with_one_line(method, message):
     model = build_model(backbone="resnet18", method=method, num_classes=5, num_segments=3)

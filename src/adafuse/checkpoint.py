@@ -31,16 +31,21 @@ SAFE_GLOBALS = [collections.Counter]
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
-    """``torch.save`` to a temporary file in the same folder, then rename: a crash never leaves half a file."""
+    """``torch.save`` to a temporary file in the same folder, then rename: a crash never leaves half a file, and
+    a failed write (read-only folder, full disk) is a :class:`UserError` naming the path and the OS reason, the
+    previous file at ``path`` intact."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = None
     try:
-        torch.save(obj, tmp)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        with os.fdopen(fd, "wb") as file:  # a file object: torch then reports a full disk as ENOSPC
+            torch.save(obj, file)
         os.replace(tmp, path)
+    except OSError as e:
+        raise UserError(f"cannot write checkpoint {path}: {e.strerror or e}") from None
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
 
 
@@ -74,6 +79,11 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"checkpoint {path}: no such file")
     ckpt = safe_load(path)
+    from adafuse.convert import is_authors_state_dict  # convert.py builds on this module
+
+    if is_authors_state_dict(ckpt):
+        raise UserError(f"checkpoint {path}: laid out by the official AdaFuse code (module.base_model.* keys); "
+                        f"convert it first: adafuse convert {path} OUT.ckpt")  # fmt: skip
     if not isinstance(ckpt, dict) or "adafuse" not in ckpt or "state_dict" not in ckpt:
         raise UserError(f"checkpoint {path}: not an adafuse checkpoint (no 'adafuse' metadata)")
     return ckpt

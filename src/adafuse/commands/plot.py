@@ -22,6 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--labels", help="comma-separated labels, one per result")
     p.add_argument("--title", default=None)
     p.add_argument("--out", type=Path, required=True, help="PNG file to write")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 
 
@@ -50,8 +51,10 @@ def run(args: argparse.Namespace) -> int:
     """Read the results and draw."""
     from adafuse import viz
     from adafuse.errors import UserError
+    from adafuse.outputs import check_writable
 
     results = read_results(args.results)
+    check_writable(args.out.parent)
     labels = args.labels.split(",") if args.labels else None
     if labels is not None and len(labels) != len(results):
         raise UserError(f"--labels gives {len(labels)} labels for {len(results)} results")
@@ -67,5 +70,5 @@ def run(args: argparse.Namespace) -> int:
         if len(results) != 1:
             raise UserError(f"blocks plots one result, got {len(results)}")
         path = viz.plot_policy_blocks(results[0], args.out, title=args.title or "Policy per block")
-    print(path)
+    print(json.dumps({"plot": str(path)}) if args.json else path)
     return 0

@@ -31,7 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Generate and report."""
     from adafuse.data.synthetic import generate_synthetic
+    from adafuse.outputs import check_writable
 
+    check_writable(args.out)
     summary = generate_synthetic(
         kind=args.kind,
         out=args.out,

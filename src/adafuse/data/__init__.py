@@ -12,9 +12,10 @@ Build a dataset from a ``dataset.yaml`` (or a :class:`DatasetSpec`) and a loader
             ...
 """
 
+from adafuse.data.classes import read_class_names
 from adafuse.data.dataset import ClipDataset, build_dataset
 from adafuse.data.layout import FrameLayout, resolve_layout
-from adafuse.data.lists import VideoRecord, read_class_names, read_list
+from adafuse.data.lists import VideoRecord, read_list
 from adafuse.data.loader import ClipLoader, build_loader, collate_clips
 from adafuse.data.presets import PRESETS, Preset, get_preset, preset_class_names
 from adafuse.data.readers import FrameFolderReader, VideoFileReader

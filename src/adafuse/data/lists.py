@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Literal
 
 from adafuse.data._problems import OnError, Problems, log
+from adafuse.data.presets import PRESETS
 from adafuse.errors import UserError
 
 ListFormat = Literal["frames", "video"]
 
-_INDEXED = re.compile(r"^\s*(\d+)\s*,(.*)$")
 _INTEGER = re.compile(r"^-?\d+$")
 
 
@@ -46,35 +46,6 @@ class VideoRecord:
     num_frames: int | None
     label: int
     source: str
-
-
-def read_class_names(path: str | Path) -> list[str]:
-    """Class names in index order from an ``idx,name`` or a one-name-per-line file."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: class file not found")
-    lines = [(n, line.strip()) for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)]
-    while lines and not lines[-1][1]:
-        lines.pop()  # trailing blank lines are harmless; blank lines inside would shift the indices
-    if not lines:
-        raise UserError(f"{path}: class file is empty")
-    indexed = all(_INDEXED.match(line) for _, line in lines)
-    names: dict[int, str] = {}
-    for n, line in lines:
-        if indexed:
-            m = _INDEXED.match(line)
-            idx, name = int(m.group(1)), m.group(2).strip()  # type: ignore[union-attr]
-        else:
-            idx, name = len(names), line
-        if not name:
-            raise UserError(f"{path}:{n}: empty class name")
-        if idx in names:
-            raise UserError(f"{path}:{n}: class index {idx} appears twice")
-        names[idx] = name
-    missing = sorted(set(range(len(names))) - set(names))
-    if missing:
-        raise UserError(f"{path}: class indices must be 0..{len(names) - 1}; index {missing[0]} is missing")
-    return [names[i] for i in range(len(names))]
 
 
 def read_list(
@@ -188,8 +159,6 @@ def _hint(line: str, tokens: list[str], columns: int, spaces_in_paths: bool) -> 
     spaced = not spaces_in_paths and len(tokens) > columns and all(_INTEGER.match(t) for t in numbers)
     # Extra integer columns are more labels (a multi-label line), not a path with spaces.
     if spaced and not all(_INTEGER.match(t) for t in path_tokens[1:]):
-        from adafuse.data.presets import PRESETS  # imported here: presets imports this module
-
         allowing = " and ".join(name for name, p in PRESETS.items() if p.spaces_in_paths)
         return f"; its path has spaces, which only the presets {allowing} read as part of a path"
     return ""

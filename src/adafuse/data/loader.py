@@ -9,6 +9,7 @@ any number of workers.
 from __future__ import annotations
 
 import itertools
+import signal
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -64,11 +65,13 @@ class ClipLoader(DataLoader):
         epoch = getattr(self.sampler, "epoch", None)
         if epoch is not None and isinstance(self.dataset, ClipDataset):
             self.dataset.set_epoch(epoch)
-        resumed_at = getattr(self.sampler, "start", 0)  # samples of this epoch consumed before a resume
-        received, message = 0, None
+        # Samples this pass requests: the epoch's share, minus those consumed before a resume.
+        to_request = len(self.sampler) - getattr(self.sampler, "start", 0)  # type: ignore[arg-type]
+        requested, received, message = 0, 0, None
         batches = super().__iter__()
         try:
             for batch in batches:
+                requested = min(requested + (self.batch_size or 1), to_request)
                 if batch is not None:
                     received += len(batch[1])
                     yield batch
@@ -79,15 +82,19 @@ class ClipLoader(DataLoader):
             # Stop the workers now (also when the caller stops early): left to the garbage collector, torch's
             # iterator waits 5 s per worker.
             getattr(batches, "_shutdown_workers", lambda: None)()
+            # Also when the caller stops at the epoch's last batch without asking for more (Lightning does).
+            if message is None and received < requested:
+                log.warning(
+                    "%d of %d samples skipped in this epoch (see the warnings above)", requested - received, requested
+                )
         if message is not None:
             raise UserError(message)
-        if self.batch_size:
-            expected = len(self) * self.batch_size if self.drop_last else len(self.sampler)  # type: ignore[arg-type]
-            expected -= resumed_at
-            if received < expected:
-                log.warning(
-                    "%d of %d samples skipped in this epoch (see the warnings above)", expected - received, expected
-                )
+
+
+def _ignore_ctrl_c(worker_id: int) -> None:
+    """Loader workers leave Ctrl-C to the main process, which stops them: a worker interrupted mid-put would
+    print a BrokenPipeError traceback."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def build_loader(
@@ -127,4 +134,5 @@ def build_loader(
         drop_last=drop_last,
         pin_memory=pin_memory,
         generator=torch.Generator().manual_seed(seed),
+        worker_init_fn=_ignore_ctrl_c,
     )

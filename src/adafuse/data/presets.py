@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import TYPE_CHECKING
 
-from adafuse.data.lists import read_class_names
+from adafuse.data.classes import read_class_names
 from adafuse.errors import UserError
 
 if TYPE_CHECKING:

@@ -25,7 +25,8 @@ from typing import Any
 import yaml
 
 from adafuse.data._problems import log
-from adafuse.data.lists import ListFormat, read_class_names
+from adafuse.data.classes import read_class_names
+from adafuse.data.lists import ListFormat
 from adafuse.data.presets import get_preset, packaged_class_file, preset_class_names
 from adafuse.errors import UserError
 

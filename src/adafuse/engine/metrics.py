@@ -90,3 +90,21 @@ class RecognitionMetrics(Metric):
                 for i, name in enumerate(self.block_names)
             ]
         return result
+
+
+def confusion_matrix(
+    predicted: torch.Tensor, labels: torch.Tensor, num_classes: int, *, into: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Counts (K, K) of (true class, predicted class) over predicted (N,) and labels (N,), added to ``into``."""
+    pairs = labels.long() * num_classes + predicted.long()
+    counts = torch.bincount(pairs, minlength=num_classes * num_classes).view(num_classes, num_classes)
+    return counts if into is None else into + counts
+
+
+def per_class_accuracy(confusion: list[list[int]], class_names: list[str] | tuple[str, ...]) -> list[dict[str, Any]]:
+    """Per class: its videos and top-1 in % (None without videos), from a confusion matrix (rows: true class)."""
+    rows = []
+    for i, (name, row) in enumerate(zip(class_names, confusion, strict=True)):
+        videos = sum(row)
+        rows.append({"class": name, "videos": videos, "top1": 100 * row[i] / videos if videos else None})
+    return rows

@@ -1,4 +1,5 @@
-"""Deployment: the executor (real channel-group skipping on CPU), in clip mode and streaming.
+"""Deployment: the executor (real channel-group skipping on CPU), in clip mode and streaming, and ONNX export
+(the clip model, or the :class:`StreamingStep` with its state as explicit inputs and outputs).
 
 ::
 
@@ -9,8 +10,10 @@
     stream = StreamingRecognizer(model, window=8)  # frame by frame (a causal model)
     for frame in frames:                           # (3, H, W) each
         frame_logits = stream.step(frame)
+    export_onnx(model, "step.onnx", mode="stream")  # masked-dense graph for onnxruntime / TensorRT (docs/deploy.md)
 """
 
+from adafuse.inference.export import OnnxExport, export_onnx, verify_onnx
 from adafuse.inference.group_conv import GroupSparseConv
 from adafuse.inference.sparse import (
     DISPATCH,
@@ -20,6 +23,7 @@ from adafuse.inference.sparse import (
     SparseState,
     check_supported,
 )
+from adafuse.inference.stream_step import StreamingStep
 from adafuse.inference.streaming import StreamingRecognizer
 
 __all__ = [
@@ -27,8 +31,12 @@ __all__ = [
     "MIN_KERNEL_GROUP",
     "ExecutionStats",
     "GroupSparseConv",
+    "OnnxExport",
     "SparseRecognizer",
     "SparseState",
     "StreamingRecognizer",
+    "StreamingStep",
     "check_supported",
+    "export_onnx",
+    "verify_onnx",
 ]

@@ -168,6 +168,7 @@ class _Block:
         self.fold = block.conv1.in_channels // shift.shift_div if shift is not None else 0
         self.causal = shift is None or shift.causal
         fusion = block.fusion
+        self.shifted_shortcut = block.shifted_shortcut  # the projection shortcut takes the shifted input (BateNet)
         self.policy = FoldedPolicy(fusion) if fusion is not None else None
         self.group_size = fusion.group_size if fusion is not None else 0
         self.groups = block.conv1.out_channels // self.group_size if fusion is not None else 0
@@ -192,6 +193,13 @@ class _Block:
         stats.macs += conv.macs(out)
         return out
 
+    def _identity(self, x: torch.Tensor, xs: torch.Tensor, stats: ExecutionStats) -> torch.Tensor:
+        """The shortcut: x, or the projection of x (of the shifted input xs with ``shifted_shortcut``, BateNet)."""
+        if self.downsample is None:
+            return x
+        return self._count_dense(stats, self.downsample, self.downsample.dense(xs if self.shifted_shortcut else x,
+                                                                               relu=False))  # fmt: skip
+
     def _dense_pair(self, xs: torch.Tensor, identity: torch.Tensor, stats: ExecutionStats) -> torch.Tensor:
         """conv1 and conv2 (with a BasicBlock's residual) dense, no policy."""
         y1 = self._count_dense(stats, self.conv1, self.conv1.dense(xs, relu=True))
@@ -204,9 +212,8 @@ class _Block:
         self, x: torch.Tensor, n: int, t: int, forced: torch.Tensor | None, stats: ExecutionStats
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """x (N·T, C_in, H, W) NHWC, rows ordered (clip, frame) -> (block output, action ids (N·T, G) or None)."""
-        identity = x if self.downsample is None else self._count_dense(
-            stats, self.downsample, self.downsample.dense(x, relu=False))  # fmt: skip
         xs = self._shift_clip(x, n, t)
+        identity = self._identity(x, xs, stats)
         if self.policy is None:
             return self._residual_branch_end(self._dense_pair(xs, identity, stats), identity, stats), None
         rows = xs.shape[0]
@@ -309,14 +316,13 @@ class _Block:
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """One frame of B streams: x (B, C_in, H, W) NHWC, ``first`` (B,) bool (a stream's first frame) ->
         (block output, action ids (B, G) or None)."""
-        identity = x if self.downsample is None else self._count_dense(
-            stats, self.downsample, self.downsample.dense(x, relu=False))  # fmt: skip
         xs = x
         if self.fold:  # causal TSM: the first channels come from the previous frame (zeros at the start)
             xs = x.clone()
             xs[:, : self.fold] = 0.0 if st.shift_prev is None else st.shift_prev
             xs[first, : self.fold] = 0.0
             st.shift_prev = x[:, : self.fold].clone()
+        identity = self._identity(x, xs, stats)
         if self.policy is None:
             return self._residual_branch_end(self._dense_pair(xs, identity, stats), identity, stats), None
         b = xs.shape[0]
@@ -530,10 +536,10 @@ def check_supported(model: Recognizer, *, streaming: bool = False) -> None:
     """Raise :class:`~adafuse.errors.UserError` (one line) unless the executor can run ``model`` (``streaming``:
     frame by frame, causally)."""
     name = model.config.backbone
-    if not isinstance(model.backbone, ResNet):
-        raise UserError(f"sparse execution supports resnet* backbones only, got {name}")
-    if model.lstm is not None:
-        raise UserError("the executor supports the average consensus only, not an LSTM")
+    if not isinstance(getattr(model, "backbone", None), ResNet):
+        raise UserError(f"sparse execution supports 2D resnet* backbones only, got {name} ({model.config.method})")
+    if model.consensus != "avg":
+        raise UserError(f"sparse execution supports the average consensus only, not {model.config.method}")
     for block in model.backbone.blocks():
         if type(block.conv1) is not torch.nn.Conv2d:
             raise UserError(f"sparse execution does not support {type(block.conv1).__name__} (e.g. CGNet) convs")
