@@ -1,7 +1,14 @@
 """Shared fixtures: tiny models and clips (CPU, seconds)."""
 
+import os
+
 import pytest
 import torch
+
+if not torch.cuda.is_available():
+    # The Triton kernels run in Triton's CPU interpreter; set before any test module can import Triton's runtime,
+    # which reads it once (tests/test_gpu_executor.py).
+    os.environ["TRITON_INTERPRET"] = "1"
 
 from adafuse.layers import KEEP, REUSE, SKIP, AdaptiveFusion
 

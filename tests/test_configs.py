@@ -22,7 +22,9 @@ def build(path: Path):
 
 
 def test_there_is_a_config_per_paper_row():
-    assert len(CONFIGS) == 52  # 51 unique experiments of Tables 1, 2, 3, 5, 6, 7 + the demo
+    # 51 unique experiments of Tables 1, 2, 3, 5, 6, 7 + the demo + 11 comparison systems of Tables 4 and 5
+    # + 2 with groups of 32
+    assert len(CONFIGS) == 65
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
@@ -43,6 +45,12 @@ def test_config_builds(path):
         ("sthv2_r50_adafuse_tsm_last_h2048_l1", 54_296_302),
         ("sthv2_r50_adafuse_tsm_last_h4096_l1", 84_723_438),
         ("sthv1_r50_lstm", 28_844_270),
+        ("sthv1_inc_trn", 13_141_218),
+        ("sthv1_r50_i3d", 27_580_398),
+        ("sthv1_r50_i3d_nl", 34_938_862),
+        ("sthv1_inc_eco", 47_152_078),
+        ("sthv1_inc_eco_lite_16", 37_385_230),
+        ("sthv1_arnet", 62_495_103),
     ],
 )
 def test_paper_rows_have_the_papers_sizes(name, params):
@@ -69,3 +77,12 @@ def test_cost_target_must_be_a_fraction(value):
         load_config(None, [f"loss.cost_target={value}"])
     assert load_config(None, ["loss.cost_target=1"])["loss"]["cost_target"] == 1.0
     assert load_config(None, ["loss.cost_target=null"])["loss"]["cost_target"] is None
+
+
+@pytest.mark.parametrize(("name", "hidden"), [("sthv1_r18_adafuse_tsn_g32", 512), ("sthv1_r50_adafuse_tsn_g32", None)])
+def test_group_presets_decide_per_32_channels_with_the_papers_hidden_sizes(name, hidden):
+    _, model = build(next(p for p in CONFIGS if p.stem == name))
+    _, per_channel = build(next(p for p in CONFIGS if p.stem == name.removesuffix("_g32")))
+    for grouped, reference in zip(model.fusions().values(), per_channel.fusions().values(), strict=True):
+        assert grouped.group_size == 32 and grouped.decisions == reference.decisions // 32
+        assert grouped.policy.fc0.out_features == reference.policy.fc0.out_features  # same H in every block

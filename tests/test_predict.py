@@ -1,4 +1,4 @@
-"""``adafuse predict`` on a tiny video and checkpoint; ``adafuse bench latency`` on tiny sizes; bad input."""
+"""``adafuse predict`` on a tiny video and checkpoint; bad input."""
 
 import json
 
@@ -7,10 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from adafuse.bench.latency import parse_policy
 from adafuse.checkpoint import load_model, save_model
 from adafuse.cli import main
-from adafuse.inference import CostModel, StreamingRecognizer
+from adafuse.inference import StreamingRecognizer
 from adafuse.models import build_from_config, build_model
 
 CLASSES = ["push", "pull", "wave"]
@@ -139,30 +138,11 @@ def test_predict_bad_input_is_one_line_and_exit_2(files, capsys, checkpoint, vid
     assert message in err and err.count("\n") == 1
 
 
-def test_bench_latency_json(capsys):
-    args = ["bench", "latency", "--backbone", "resnet18", "--threads", "1", "--policy", "0.5,0.25,0.25", "keep"]
-    assert main([*args, "--frames", "2", "--warmup", "1", "--input-size", "32", "--policy-hidden", "8", "--json"]) == 0
-    result = json.loads(capsys.readouterr().out)
-    for key in ("dense_ms", "masked_ms", "sparse_ms", "mac_ratio", "time_ratio"):
-        assert isinstance(result[key], float) and result[key] > 0
-    assert result["time_ratio"] == pytest.approx(result["sparse_ms"] / result["dense_ms"])
-    forced, keep = result["results"]
-    assert forced["shares"] == pytest.approx({"keep": 0.5, "reuse": 0.25, "skip": 0.25}, abs=0.02)
-    assert 0.5 < forced["mac_ratio"] < 0.9 and keep["mac_ratio"] > 1.0  # all kept: policy nets cost extra
-    assert main(["bench", "latency", "--policy", "0.5,0.5,0.5"]) == 2
-
-
-def test_policy_specs():
-    assert parse_policy("keep") == ((1.0, 0.0, 0.0),) * 4
-    assert parse_policy("0.2,0.3,0.5") == ((0.2, 0.3, 0.5),) * 4
-    assert len(parse_policy("paper")) == 4
-
-
 def test_streaming_recognizer_on_a_checkpoint_roundtrip(files):
     root, model = files
     loaded, _ = load_model(root / "model.ckpt")
     assert loaded.config == model.config
-    stream = StreamingRecognizer(loaded, input_size=loaded.config.input_size, cost_model=CostModel.always_sparse())
+    stream = StreamingRecognizer(loaded, dispatch="kernel")
     clip = torch.randn(1, 4, 3, 32, 32)
     with torch.no_grad():
         expected = model.frame_logits(clip)

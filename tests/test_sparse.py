@@ -1,26 +1,20 @@
-"""Sparse executor: same outputs and masks as the masked dense model; executed MACs equal Eq. 5."""
+"""The executor in clip mode: same outputs and masks as the masked dense model; executed MACs equal Eq. 5."""
 
 import pytest
 import torch
 
 from adafuse.errors import UserError
 from adafuse.flops import adaptive_macs, profile
-from adafuse.inference import CostModel, SparseRecognizer, kernels
+from adafuse.inference import SparseRecognizer, kernels
 from adafuse.layers import KEEP, REUSE, SKIP, AdaptiveFusion
+from adafuse.layers.actions import actions_to_mask
 from adafuse.models import build_model
 from conftest import force_policy
 
 SIZE = 32
-
+DISPATCH = ("kernel", "auto", "dense")
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-COST_MODELS = {
-    "sparse": CostModel.always_sparse(),  # every policy-controlled conv sliced
-    "dense": CostModel.always_dense(),  # every conv dense, skipped channels zeroed
-    "mixed": CostModel(default=0.6),  # per frame and layer, whichever the active fraction says
-}
 
 
 def tiny(backbone: str = "resnet18", method: str = "adafuse_tsn", t: int = 3, **kwargs) -> torch.nn.Module:
@@ -41,73 +35,20 @@ def tiny(backbone: str = "resnet18", method: str = "adafuse_tsn", t: int = 3, **
 
 def assert_same(actual: torch.Tensor, expected: torch.Tensor) -> None:
     """Equal within float32 rounding: max |difference| <= 1e-4 x max(1, max |expected|) (folded BatchNorm and
-    sliced sums round differently from the training graph)."""
+    group-wise sums round differently from the training graph)."""
     scale = max(1.0, expected.abs().max().item())
     assert (actual - expected).abs().max().item() <= 1e-4 * scale
 
 
-def run_engine(engine: SparseRecognizer, clip: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Frame logits (N, T, K) of the executor and the policy masks (N, T, G, 3) it executed, by fusion name."""
-    state = engine.init_state(clip.shape[0])
-    logits, frames = [], []
-    for t in range(clip.shape[1]):
-        logits.append(engine.step(clip[:, t], state))
-        frames.append(engine.last_policies)
-    masks = {name: torch.stack([f[name] for f in frames], dim=1) for name in frames[0]}
-    return torch.stack(logits, dim=1), masks
-
-
-@pytest.mark.parametrize("cost", COST_MODELS)
-@pytest.mark.parametrize(
-    ("backbone", "method", "kwargs"),
-    [
-        ("resnet18", "adafuse_tsn", {}),
-        ("resnet50", "adafuse_tsn", {}),
-        ("resnet18", "adafuse_tsm", {"causal_shift": True}),
-        ("resnet50", "adafuse_tsm_last", {"causal_shift": True, "policy_group_size": 4}),
-        ("resnet18", "ada_skip", {"policy_group_size": 2}),
-        ("resnet18", "ada_reuse", {}),
-    ],
-)
-def test_sparse_equals_masked_dense_on_random_policies(backbone, method, kwargs, cost):
-    model = tiny(backbone, method, t=4, **kwargs)
-    clip = torch.randn(2, 4, 3, SIZE, SIZE)
-    with torch.no_grad():
-        expected, policies = model.forward_with_policies(clip, per_frame=True)
-    engine = SparseRecognizer.from_model(model, input_size=SIZE, cost_model=COST_MODELS[cost])
-    logits, masks = run_engine(engine, clip)
-    assert_same(logits, expected)
-    assert set(masks) == set(policies)
+def executed(masks: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The masks as the executor runs them: REUSE at a clip's first frame copies zeros, i.e. SKIP."""
+    out = {}
     for name, mask in masks.items():
-        assert torch.equal(mask, policies[name])  # the very same decisions, not only the same outputs
-    shares = engine.stats.shares()
-    assert 0 < shares["keep"] < 1 and (shares["skip"] > 0 or method == "ada_reuse")
-
-
-@pytest.mark.parametrize("action", [KEEP, REUSE, SKIP])
-@pytest.mark.parametrize("backbone", ["resnet18", "resnet50"])
-def test_forced_policies_and_the_first_frame(backbone, action):
-    model = tiny(backbone)
-    force_policy(model, action)
-    clip = torch.randn(1, 3, 3, SIZE, SIZE)
-    with torch.no_grad():
-        expected = model.frame_logits(clip)
-    for cost in COST_MODELS.values():
-        engine = SparseRecognizer.from_model(model, input_size=SIZE, cost_model=cost)
-        assert_same(engine.frame_logits(clip), expected)
-        # a single frame is a first frame: REUSE copies the zero history, like SKIP
-        assert_same(engine.frame_logits(clip[:, :1]), expected[:, :1])
-
-
-def test_tsn_and_causal_tsm_without_policies_run_dense():
-    for method, kwargs in (("tsn", {}), ("tsm", {"causal_shift": True})):
-        model = tiny("resnet50", method, **kwargs)
-        clip = torch.randn(2, 3, 3, SIZE, SIZE)
-        engine = SparseRecognizer.from_model(model, input_size=SIZE, cost_model=CostModel.always_sparse())
-        with torch.no_grad():
-            assert_same(engine.frame_logits(clip), model.frame_logits(clip))
-        table = profile(model, input_size=SIZE)
-        assert engine.executed_macs == 2 * table.dense_macs
+        mask = mask.clone()
+        first = mask[:, 0, :, REUSE] == 1
+        mask[:, 0][first] = torch.tensor([0.0, 0.0, 1.0])
+        out[name] = mask
+    return out
 
 
 def eq5_macs(table, masks: dict[str, torch.Tensor]) -> float:
@@ -115,62 +56,127 @@ def eq5_macs(table, masks: dict[str, torch.Tensor]) -> float:
     return float(adaptive_macs(masks, table, batch_size=next(iter(masks.values())).shape[0]).double().sum())
 
 
-@pytest.mark.parametrize(("backbone", "group_size"), [("resnet18", 1), ("resnet50", 2)])
-def test_executed_macs_equal_eq5_accounting(backbone, group_size):
-    model = tiny(backbone, t=4, policy_group_size=group_size)
+# Per-channel decisions (group 1) on the group kernels make thousands of tiny GEMMs: they are tested on the
+# quarter-width resnet10_mini; the other models decide per group of channels.
+MODELS = [
+    ("resnet10_mini", "adafuse_tsn", {}),
+    ("resnet18", "adafuse_tsn", {"policy_group_size": 4}),
+    ("resnet50", "adafuse_tsn", {"policy_group_size": 8}),
+    ("resnet18", "adafuse_tsm", {"policy_group_size": 8}),  # bidirectional: a clip executor can run it
+    ("resnet18", "adafuse_tsm", {"causal_shift": True, "policy_group_size": 16}),
+    ("resnet18", "adafuse_tsm", {"policy_group_size": 8, "shifted_shortcut": True}),  # the authors' BateNet
+    ("resnet50", "adafuse_tsm_last", {"causal_shift": True, "policy_group_size": 4}),
+    ("resnet10_mini", "ada_skip", {"policy_group_size": 2}),
+    ("resnet18", "ada_reuse", {"policy_group_size": 16}),
+    ("resnet50", "adafuse_tsn", {"policy_group_size": 32}),
+]
+
+
+@pytest.mark.parametrize("dispatch", DISPATCH)
+@pytest.mark.parametrize(("backbone", "method", "kwargs"), MODELS)
+def test_clip_equals_masked_dense_model_on_random_policies(backbone, method, kwargs, dispatch):
+    model = tiny(backbone, method, t=4, **kwargs)
     clip = torch.randn(2, 4, 3, SIZE, SIZE)
-    engine = SparseRecognizer.from_model(model, input_size=SIZE, cost_model=CostModel.always_sparse())
-    _, masks = run_engine(engine, clip)
-    table = profile(model, input_size=SIZE)
-    # Executed: REUSE at a stream's first frame reads the zero history and is run as SKIP.
-    effective = {}
-    for name, mask in masks.items():
-        mask = mask.clone()
-        first = mask[:, 0, :, REUSE] == 1
-        mask[:, 0][first] = torch.tensor([0.0, 0.0, 1.0])
-        effective[name] = mask
-    executed = engine.executed_macs
-    assert executed == pytest.approx(eq5_macs(table, effective), rel=1e-9)
-    # Eq. 5 itself charges those first-frame REUSE channels as conv2 inputs: the executor saved exactly them.
-    first_reuse = sum(float((mask[:, 0, :, REUSE] * table.fusion[name][1]).sum()) for name, mask in masks.items())
-    assert first_reuse > 0
-    assert eq5_macs(table, masks) - executed == pytest.approx(first_reuse, rel=1e-9)
-
-
-def test_dense_layers_count_everything():
-    model = tiny("resnet18")
-    engine = SparseRecognizer.from_model(model, input_size=SIZE, cost_model=CostModel.always_dense())
-    engine.frame_logits(torch.randn(1, 3, 3, SIZE, SIZE))
-    # all convolutions dense, plus the lazy recomputation of channels reused but not computed the frame before:
-    # at least the dense cost, never less
-    assert engine.executed_macs >= profile(model, input_size=SIZE).dense_macs
-
-
-def test_cost_model_measures_every_dynamic_layer():
-    model = tiny("resnet18")
-    engine = SparseRecognizer.from_model(model, input_size=SIZE)  # measured on this machine
-    names = set(engine.dynamic_layers(SIZE))
-    assert len(names) == 16 and set(engine.cost_model.timings) == names
-    for timing in engine.cost_model.timings.values():
-        assert timing.dense_us > 0 and timing.threshold >= 0 and len(timing.sliced_us) == 4
     with torch.no_grad():
-        clip = torch.randn(1, 3, 3, SIZE, SIZE)
-        assert_same(engine.frame_logits(clip), model.frame_logits(clip))
+        expected, policies = model.forward_with_policies(clip, per_frame=True)
+    executor = SparseRecognizer.from_model(model, dispatch=dispatch)
+    logits, masks = executor.forward_with_policies(clip, per_frame=True)
+    assert_same(logits, expected)
+    assert set(masks) == set(policies)
+    for name, mask in masks.items():
+        assert torch.equal(mask, policies[name])  # the very same decisions, not only the same outputs
+    shares = executor.stats.shares()
+    assert 0 < shares["keep"] < 1 and (shares["skip"] > 0 or method == "ada_reuse")
+    if dispatch == "kernel":  # what ran is Eq. 5 of those masks, to the multiply-accumulate
+        table = profile(model, input_size=SIZE)
+        assert executor.stats.kernel_calls > 0 and executor.stats.dense_calls == 0
+        assert executor.stats.macs == pytest.approx(eq5_macs(table, executed(policies)), rel=1e-12)
+    else:
+        assert_same(executor(clip), expected.mean(dim=1))
+
+
+@pytest.mark.parametrize("action", [KEEP, REUSE, SKIP])
+@pytest.mark.parametrize(("backbone", "group_size"), [("resnet10_mini", 1), ("resnet50", 16)])
+def test_all_keep_all_reuse_all_skip(backbone, group_size, action):
+    model = tiny(backbone, policy_group_size=group_size)
+    force_policy(model, action)
+    clip = torch.randn(1, 3, 3, SIZE, SIZE)
+    table = profile(model, input_size=SIZE)
+    with torch.no_grad():
+        expected, policies = model.forward_with_policies(clip, per_frame=True)
+    for dispatch in DISPATCH:
+        executor = SparseRecognizer.from_model(model, dispatch=dispatch)
+        assert_same(executor.frame_logits(clip), expected)
+        macs = executor.stats.macs
+        if dispatch == "kernel":
+            assert macs == pytest.approx(eq5_macs(table, executed(policies)), rel=1e-12)
+        if dispatch == "dense" or (dispatch == "auto" and (action == KEEP or group_size == 1)):
+            assert macs == table.dense_macs  # every conv dense: nothing saved
+    # Eq. 5 charges a first frame's REUSE as a conv2 input; the executor runs it as SKIP and saves exactly that
+    if action == REUSE:
+        first = sum(float((policies[n][:, 0, :, REUSE] * table.fusion[n][1]).sum()) for n in policies)
+        assert first > 0
+        assert eq5_macs(table, policies) - eq5_macs(table, executed(policies)) == pytest.approx(first, rel=1e-9)
+
+
+def test_forced_actions_are_run_and_returned():
+    model = tiny("resnet18", t=3, policy_group_size=8)
+    clip = torch.randn(1, 3, 3, SIZE, SIZE)
+    gen = torch.Generator().manual_seed(1)
+    forced = {name: actions_to_mask(torch.randint(0, 3, (1, 3, f.decisions), generator=gen))
+              for name, f in model.fusions().items()}  # fmt: skip
+    with torch.no_grad():
+        expected, _ = model.forward_with_policies(clip, actions=forced)
+    executor = SparseRecognizer.from_model(model, dispatch="kernel")
+    logits, masks = executor.forward_with_policies(clip, actions=forced)
+    assert_same(logits, expected)
+    assert all(torch.equal(masks[k], forced[k]) for k in forced)
+    table = profile(model, input_size=SIZE)
+    assert executor.stats.macs == pytest.approx(eq5_macs(table, executed(forced)), rel=1e-12)
+    name = next(iter(forced))
+    with pytest.raises(ValueError, match="policy mask of shape"):
+        executor.forward_with_policies(clip, actions={name: forced[name][:, :2]})
+    with pytest.raises(ValueError, match="without a policy"):
+        executor.forward_with_policies(clip, actions={"backbone.layer9.fusion": forced[name]})
+
+
+def test_pure_pytorch_kernels_give_the_same_results(monkeypatch):
+    monkeypatch.setenv("ADAFUSE_GROUP_CONV", "torch")  # the path that runs where the extension cannot be built
+    model = tiny("resnet50", "adafuse_tsm", t=3, policy_group_size=8)
+    clip = torch.randn(2, 3, 3, SIZE, SIZE)
+    executor = SparseRecognizer.from_model(model, dispatch="kernel")
+    assert executor.blocks[0].sparse1.backend == "torch"
+    with torch.no_grad():
+        assert_same(executor.frame_logits(clip), model.frame_logits(clip))
+
+
+def test_tsn_and_tsm_without_policies_run_dense():
+    for backbone, method, kwargs in (("resnet50", "tsn", {}), ("resnet18", "tsm", {}),
+                                     ("resnet18", "tsm", {"causal_shift": True})):  # fmt: skip
+        model = tiny(backbone, method, **kwargs)
+        clip = torch.randn(2, 3, 3, SIZE, SIZE)
+        executor = SparseRecognizer.from_model(model)
+        with torch.no_grad():
+            assert_same(executor.frame_logits(clip), model.frame_logits(clip))
+        assert executor.stats.macs == 2 * profile(model, input_size=SIZE).dense_macs
+        assert executor.forward_with_policies(clip)[1] == {}
+
+
+def test_bad_arguments():
+    model = tiny()
+    with pytest.raises(ValueError, match="dispatch"):
+        SparseRecognizer.from_model(model, dispatch="fast")
+    with pytest.raises(ValueError, match="N, T, 3, H, W"):
+        SparseRecognizer.from_model(model)(torch.randn(3, 3, SIZE, SIZE))
 
 
 @pytest.mark.parametrize(
-    ("method", "kwargs", "message"),
-    [
-        ("adafuse_tsm", {}, "bidirectional"),
-        ("cgnet", {}, "ChannelGatedConv2d"),
-        ("lstm", {}, "LSTM"),
-        ("random", {}, "RandomFusion"),
-    ],
+    ("method", "message"), [("cgnet", "ChannelGatedConv2d"), ("lstm", "average consensus"), ("random", "RandomFusion")]
 )
-def test_unsupported_models_are_refused_with_one_line(method, kwargs, message):
-    model = build_model(backbone="resnet18", method=method, num_classes=5, num_segments=3, **kwargs)
+def test_unsupported_models_are_refused_with_one_line(method, message):
+    model = build_model(backbone="resnet18", method=method, num_classes=5, num_segments=3)
     with pytest.raises(UserError, match=message) as info:
-        SparseRecognizer.from_model(model, input_size=SIZE, cost_model=CostModel.always_sparse())
+        SparseRecognizer.from_model(model)
     assert "\n" not in str(info.value)
 
 
@@ -179,7 +185,7 @@ def test_other_backbones_are_refused(backbone):
     with torch.device("meta"):  # only the structure matters
         model = build_model(backbone=backbone, method="adafuse_tsn", num_classes=5, num_segments=3, policy_hidden=8)
     with pytest.raises(UserError, match="resnet\\* backbones only"):
-        SparseRecognizer.from_model(model, cost_model=CostModel.always_sparse())
+        SparseRecognizer.from_model(model)
 
 
 @pytest.mark.skipif(not kernels._MKLDNN, reason="this torch has no fused oneDNN convolution: F.conv2d is the default")

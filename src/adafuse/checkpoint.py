@@ -79,6 +79,11 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"checkpoint {path}: no such file")
     ckpt = safe_load(path)
+    from adafuse.convert import is_authors_state_dict  # convert.py builds on this module
+
+    if is_authors_state_dict(ckpt):
+        raise UserError(f"checkpoint {path}: laid out by the official AdaFuse code (module.base_model.* keys); "
+                        f"convert it first: adafuse convert {path} OUT.ckpt")  # fmt: skip
     if not isinstance(ckpt, dict) or "adafuse" not in ckpt or "state_dict" not in ckpt:
         raise UserError(f"checkpoint {path}: not an adafuse checkpoint (no 'adafuse' metadata)")
     return ckpt

@@ -16,7 +16,9 @@ import sys
 from adafuse.errors import UserError
 
 # Order is the order of `adafuse --help`.
-COMMANDS = ("demo", "synth", "prepare", "train", "config", "eval", "flops", "predict", "bench", "plot")
+COMMANDS = (
+    "demo", "synth", "prepare", "train", "config", "eval", "convert", "flops", "predict", "export", "bench", "plot",
+)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -3,8 +3,9 @@
 Units: multiply-accumulates (MACs), the convention of the paper and of TSM/mmaction2 ("GFLOPs" in
 their tables are GMACs). Per video = T frames, one clip, one crop.
 
-- **Dense cost** counts every convolution (``C_out·H_out·W_out·C_in/groups·k_h·k_w``, bias free),
-  every linear layer (``in·out``) and LSTM (``4·(in·h + h·h)`` per step), policy nets included.
+- **Dense cost** counts every convolution (``C_out·H_out·W_out·C_in/groups·k_h·k_w``, bias free; 3D convs
+  also ``·T_out·k_t``), every linear layer (``in·out``), LSTM (``4·(in·h + h·h)`` per step) and the attention
+  products of non-local blocks, policy nets included.
   BatchNorm, activations and pooling are not counted: BN folds into the preceding conv at deployment,
   the rest are not multiply-accumulates. (The official thop 0.0.31 numbers add BN at 2 ops/element and
   count linear layers twice; the difference is below 1% on every backbone of the paper.)
@@ -12,7 +13,8 @@ their tables are GMACs). Per video = T frames, one clip, one crop.
   it is kept at t or reused at t+1 (the last frame only when kept — the official code reads the keep mask
   of frame T−2 there, available as ``last_frame="official"``); the consuming conv pays only for input
   channels that are not skipped. ``mode="upb"`` is the official upper bound that counts skip savings only.
-  Channel-gated convs (CGNet) save ``(1 − 1/p)`` of the MACs of every gated-off output element.
+  Channel-gated convs (CGNet) save ``(1 − 1/p)`` of the MACs of every gated-off output element. A frame choice
+  (AR-Net: which resolution's network sees the frame, or skip it) pays only what its chosen action runs.
 
 The counter is analytic and policy-aware: :func:`profile` makes a :class:`CostTable` once per model and input
 size (on a meta-device twin of the model: the model itself is never touched), and :func:`adaptive_macs` is a pure
@@ -23,6 +25,8 @@ that table; no generic FLOP counter sees runtime skipping.
 from __future__ import annotations
 
 import copy
+import dataclasses
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -31,6 +35,7 @@ from torch import nn
 
 from adafuse.layers.actions import KEEP, REUSE, SKIP
 from adafuse.layers.channel_gating import ChannelGatedConv2d
+from adafuse.layers.nonlocal_block import BatchMatMul
 
 
 def count_params(model: nn.Module) -> int:
@@ -48,6 +53,8 @@ class CostTable:
         fusion: per fusion module name, (up, down): MACs per frame of each channel group (G,) in the conv
             producing it and in the convs reading it.
         gated: per channel-gated conv name, MACs per frame its gated-off elements can save (all gated off).
+        choice: per frame-choice policy name (AR-Net), MACs per frame saved by each action (A,), relative to the
+            dense pass (which runs every alternative on every frame).
         per_module: MACs per video of every counted module, for reports.
     """
 
@@ -55,6 +62,7 @@ class CostTable:
     dense_macs: float
     fusion: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
     gated: dict[str, float] = field(default_factory=dict)
+    choice: dict[str, torch.Tensor] = field(default_factory=dict)
     per_module: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -62,19 +70,29 @@ class CostTable:
         """Dense GMACs ("GFLOPs" in the paper's tables) per video."""
         return self.dense_macs / 1e9
 
+    def to(self, device: torch.device | str) -> CostTable:
+        """This table with its per-group costs on ``device``: a training step on a GPU then costs its masks without
+        copying the table there (a host-to-device copy from pageable memory waits for the GPU) on every step."""
+        fusion = {name: (up.to(device), down.to(device)) for name, (up, down) in self.fusion.items()}
+        return dataclasses.replace(self, fusion=fusion)
+
+
+_COUNTED = (nn.modules.conv._ConvNd, nn.Linear, nn.LSTM, nn.LSTMCell, BatchMatMul)
+
 
 def _module_macs(module: nn.Module, inputs: tuple, output) -> float:
     if isinstance(module, ChannelGatedConv2d) and isinstance(output, tuple):
         output = output[0]  # (output, gate)
-    if isinstance(module, nn.Conv2d):
-        kh, kw = module.kernel_size
-        return output.numel() * (module.in_channels // module.groups) * kh * kw
+    if isinstance(module, nn.modules.conv._ConvNd):  # 1D, 2D and 3D: every output element, one kernel window
+        return output.numel() * (module.in_channels // module.groups) * math.prod(module.kernel_size)
     if isinstance(module, nn.Linear):
         return output.numel() * module.in_features
-    if isinstance(module, nn.LSTM):
-        out = output[0]
+    if isinstance(module, (nn.LSTM, nn.LSTMCell)):
+        out = output[0]  # LSTM: (output, (h, c)); LSTMCell: (h, c)
         steps = out.numel() // module.hidden_size
         return steps * 4 * (module.input_size * module.hidden_size + module.hidden_size**2)
+    if isinstance(module, BatchMatMul):  # (B, n, k) @ (B, k, m): n·m·k per batch item
+        return output.numel() * inputs[0].shape[-1]
     return 0.0
 
 
@@ -91,9 +109,11 @@ def _meta_twin(model: nn.Module) -> nn.Module:
 
 def profile(model: nn.Module, *, input_size: int | tuple[int, int] = 224) -> CostTable:
     """Count the dense cost of a recognizer on one video (1, T, 3, H, W) at its own T (``model.num_segments``),
-    and the per-group costs of every fusion slot. Runs a meta-device twin: instant, and ``model`` is untouched.
+    the per-group costs of every fusion slot and the per-action savings of every frame choice. Runs a meta-device
+    twin: instant, and ``model`` is untouched.
 
-    ``model`` is a recognizer whose backbone, or its submodules, expose ``fusion_cost_links()``.
+    ``model`` is a recognizer whose modules may expose ``fusion_cost_links()`` (channel fusions) and
+    ``choice_cost_links()`` (frame choices: the policy module, and per action the modules its frames run).
     """
     h, w = (input_size, input_size) if isinstance(input_size, int) else input_size
     num_segments = int(model.num_segments)
@@ -105,7 +125,7 @@ def profile(model: nn.Module, *, input_size: int | tuple[int, int] = 224) -> Cos
         macs[names[module]] = macs.get(names[module], 0.0) + _module_macs(module, inputs, output)
 
     for m in twin.modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear, nn.LSTM)):
+        if isinstance(m, _COUNTED):
             m.register_forward_hook(hook)
     with torch.no_grad():
         twin(torch.empty(1, num_segments, 3, h, w, device="meta"))
@@ -125,6 +145,15 @@ def profile(model: nn.Module, *, input_size: int | tuple[int, int] = 224) -> Cos
     for name, m in twin.named_modules():
         if isinstance(m, ChannelGatedConv2d):
             table.gated[name] = per_frame[name] * (1 - 1 / m.partitions)
+
+    def spent(modules: list[nn.Module]) -> float:  # MACs per frame of the counted layers under ``modules``
+        leaves = {names[leaf] for m in modules for leaf in m.modules()}
+        return sum(per_frame.get(leaf, 0.0) for leaf in leaves)
+
+    for module in twin.modules():
+        for policy, per_action in getattr(module, "choice_cost_links", lambda: ())():
+            dense = spent([m for modules in per_action for m in modules])
+            table.choice[names[policy]] = torch.tensor([dense - spent(m) for m in per_action], device="cpu")
     return table
 
 
@@ -170,20 +199,25 @@ def adaptive_macs(
     batch_size: int,
     mode: str = "real",
     last_frame: str = "correct",
+    device: torch.device | str | None = None,
 ) -> torch.Tensor:
     """Policy-aware MACs per video (N,) of N = ``batch_size`` videos (Eq. 5), from the ``policies`` a forward pass
-    returned (fusion masks (N, T, G, 3); CGNet gated-off shares (N·T,)) and the model's cost table.
+    returned (fusion masks (N, T, G, 3); CGNet gated-off shares (N·T,); frame choices (N, T, A), one-hot over the
+    actions, each saving ``table.choice[name][a]`` MACs at that frame) and the model's cost table; on ``device``
+    (default: the policies', else the host).
 
     Equals ``table.dense_macs`` for all-keep policies and for models without policies; differentiable in the
     masks for the efficiency loss. Every policy slot of the table must be given, with the table's T and G, and
     nothing else: a mismatch is a ``ValueError`` (a table made for another model, T or group size).
     """
-    expected = set(table.fusion) | set(table.gated)
+    expected = set(table.fusion) | set(table.gated) | set(table.choice)
     if set(policies) != expected:
         missing, extra = sorted(expected - set(policies)), sorted(set(policies) - expected)
         raise ValueError(f"policies do not match the cost table: missing {missing or 'none'}, "
                          f"unknown {extra or 'none'}")
-    cost = torch.full((batch_size,), table.dense_macs)
+    if device is None and policies:
+        device = next(iter(policies.values())).device
+    cost = torch.full((batch_size,), table.dense_macs, device=device)  # made where the masks are: no copy, no sync
     t = table.num_segments
     for name, value in policies.items():
         if name in table.fusion:
@@ -192,6 +226,12 @@ def adaptive_macs(
                 raise ValueError(f"policy {name} has shape {tuple(value.shape)}, the cost table expects "
                                  f"({batch_size}, {t}, {up.numel()}, 3) (N videos, T frames, G groups, 3 actions)")
             saved = fusion_saving(value, up, down, mode=mode, last_frame=last_frame)
+        elif name in table.choice:
+            savings = table.choice[name]
+            if tuple(value.shape) != (batch_size, t, savings.numel()):
+                raise ValueError(f"policy {name} has shape {tuple(value.shape)}, the cost table expects "
+                                 f"({batch_size}, {t}, {savings.numel()}) (N videos, T frames, A actions)")
+            saved = (value.float() * savings.to(value.device)).sum(dim=(1, 2))
         else:
             if value.numel() != batch_size * t:
                 raise ValueError(f"channel gate {name} has {value.numel()} frames, expected {batch_size} x {t}")

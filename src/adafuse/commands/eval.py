@@ -16,6 +16,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "video, parameters and keep/reuse/skip statistics. Deterministic (arg-max policies) unless --sample-policy.",
     )
     p.add_argument("--checkpoint", required=True, help="a .ckpt from adafuse train")
+    p.add_argument("--ensemble", nargs="+", metavar="CKPT", help="more checkpoints: evaluate the ensemble of them "
+                   "all (mean of softmax scores; GFLOPs and params summed), e.g. ECO_En Lite's four ECO-Lite models")
     p.add_argument("--data", help="dataset.yaml (default: the one the checkpoint was trained on)")
     p.add_argument("--split", default="val", choices=("train", "val"))
     p.add_argument("--num-segments", type=int, help="frames per clip T (default: the checkpoint's)")
@@ -73,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     """Evaluate and print."""
     import torch
 
-    from adafuse.engine.evaluate import evaluate_checkpoint
+    from adafuse.engine.evaluate import evaluate_checkpoint, evaluate_ensemble
     from adafuse.engine.report import markdown_report
     from adafuse.engine.threads import default_threads
     from adafuse.errors import UserError
@@ -91,15 +93,28 @@ def run(args: argparse.Namespace) -> int:
         check_writable(args.report.parent)
     threads = torch.get_num_threads()
     torch.set_num_threads(args.threads or default_threads(workers=args.workers))
+    if args.ensemble and (args.num_segments or args.input_size):
+        raise UserError("--ensemble evaluates every member with its own frames: drop --num-segments/--input-size")
+    options = dict(
+        data=args.data, split=args.split, num_clips=args.num_clips, num_crops=args.num_crops,
+        batch_size=args.batch_size, workers=args.workers, device=args.device, sample_policy=args.sample_policy,
+        seed=args.seed, progress=not args.json, min_frames=args.min_frames,
+    )  # fmt: skip
     try:
-        result = evaluate_checkpoint(
-            args.checkpoint, data=args.data, split=args.split, num_segments=args.num_segments,
-            input_size=args.input_size, num_clips=args.num_clips, num_crops=args.num_crops,
-            batch_size=args.batch_size, workers=args.workers, device=args.device, sample_policy=args.sample_policy,
-            seed=args.seed, progress=not args.json, min_frames=args.min_frames,
-        )
+        if args.ensemble:
+            result = evaluate_ensemble([args.checkpoint, *args.ensemble], **options)
+        else:
+            result = evaluate_checkpoint(args.checkpoint, num_segments=args.num_segments, input_size=args.input_size,
+                                         **options)  # fmt: skip
     finally:
         torch.set_num_threads(threads)
+    if args.ensemble:
+        if args.report:
+            args.report.write_text("```json\n" + json.dumps(result, indent=1) + "\n```\n", encoding="utf-8")
+        print(json.dumps(result) if args.json else
+              f"ensemble of {len(result['members'])}: top-1 {result['top1']:.2f}%  top-5 {result['top5']:.2f}%  "
+              f"{result['gflops']:.2f} GFLOPs/video  {result['params']:,} params  ({result['videos']} videos)")
+        return 0
     last = last_beside_best(Path(args.checkpoint), args.split, args.data)
     if last:
         result["last"] = last

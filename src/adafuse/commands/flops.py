@@ -12,7 +12,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "flops",
         help="parameters and dense GFLOPs (GMACs) per video of a model",
         description="Count parameters and dense per-video GMACs (the paper's 'GFLOPs': multiply-accumulates, "
-        "T frames, one clip, one crop; policy nets included). Built on the meta device: instant, no weights.",
+        "T frames, one clip, one crop; policy nets included; AR-Net: every branch on every frame, and what a frame "
+        "costs under each of its actions). Built on the meta device: instant, no weights.",
     )
     p.add_argument("--config", help="count the model of a training config (file or packaged name) instead of "
                    "--backbone/--method/--policy-*: every model.* key of it is used")
@@ -63,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     table = profile(model, input_size=size)
     args.backbone, args.method, args.num_segments = model.config.backbone, model.config.method, model.num_segments
     policy_params = sum(
-        p.numel() for n, p in model.named_parameters() if ".fusion." in n and not n.startswith("head")
+        p.numel() for n, p in model.named_parameters() if ".fusion." in n or n.startswith("policy.")
     )
     result = {
         "backbone": args.backbone,
@@ -77,10 +78,16 @@ def run(args: argparse.Namespace) -> int:
         "gflops_per_frame": round(table.dense_gmacs / args.num_segments, 4),
         "unit": "GMACs per video (T frames, 1 clip, 1 crop)",
     }
+    for savings in table.choice.values():  # frame choices (AR-Net): what one frame costs under each action
+        per_frame = table.dense_macs / args.num_segments - savings
+        result["frame_actions"] = dict(zip(model.action_names(), (round(v / 1e9, 4) for v in per_frame.tolist()),
+                                           strict=True))  # fmt: skip
     if args.json:
         print(json.dumps(result))
     else:
         print(f"{args.method} / {args.backbone}, {args.num_classes} classes, T={args.num_segments}, {size} px")
         print(f"  params        {result['params']:,} (policy {policy_params:,})")
         print(f"  GFLOPs/video  {result['gflops']:.2f}  (GMACs; {result['gflops_per_frame']:.3f} per frame)")
+        for action, gmacs in result.get("frame_actions", {}).items():
+            print(f"  a frame choosing {action:<16} {gmacs:.3f} GMACs")
     return 0

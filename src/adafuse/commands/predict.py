@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "the training videos' frames per segment (stored in the checkpoint). Needs a causal model: AdaFuse-TSN, "
         "TSN, or TSM built with the causal shift.",
     )
-    p.add_argument("--checkpoint", required=True, help="an adafuse checkpoint (adafuse train / export)")
+    p.add_argument("--checkpoint", required=True, help="an adafuse checkpoint (adafuse train)")
     p.add_argument(
         "video", metavar="VIDEO", help="a video file; /dev/videoN for a V4L2 camera (PyAV), or a camera index (OpenCV)"
     )
@@ -108,7 +108,7 @@ def _predict(args: argparse.Namespace) -> int:
     from adafuse.data.transforms import EvalTransform
     from adafuse.errors import UserError
     from adafuse.flops import profile
-    from adafuse.inference import StreamingRecognizer
+    from adafuse.inference import MIN_KERNEL_GROUP, StreamingRecognizer
 
     camera = args.video.isdigit() or args.video.startswith("/dev/video")
     if not camera and not Path(args.video).is_file():
@@ -123,7 +123,7 @@ def _predict(args: argparse.Namespace) -> int:
 
     model, meta = load_model(args.checkpoint)
     size, num_segments = model.config.input_size, model.config.num_segments
-    stream = StreamingRecognizer(model, window=args.window, input_size=size)
+    stream = StreamingRecognizer(model, window=args.window)
     transform = EvalTransform.for_model(model.config)
     notes = []
     stride = args.stride
@@ -162,11 +162,12 @@ def _predict(args: argparse.Namespace) -> int:
     classes = model.config.classes
     names = [classes[i] if classes else str(i) for i in top.indices.tolist()]
     table = profile(model, input_size=size)
-    executed, dense = stream.engine.executed_macs / count, table.dense_macs / model.num_segments
-    policy = stream.engine.stats.shares()
-    if policy["keep"] < 1 and executed >= 0.999 * dense:
-        notes.append("executed MACs equal the dense count although the policy reuses or skips channels: at this "
-                     "input size the cost model runs the layers densely, where slicing channels would be slower")
+    stats = stream.executor.stats
+    executed, dense = stats.macs / count, table.dense_macs / model.num_segments
+    policy = stats.shares()
+    if policy["keep"] < 1 and stats.kernel_calls == 0:
+        notes.append("the policy reuses or skips channels, but every conv ran dense with the masks applied: "
+                     f"decision groups under {MIN_KERNEL_GROUP} channels do not pay on the group kernels")
     result = {
         "label": names[0],
         "class_index": int(top.indices[0]),

@@ -15,6 +15,7 @@ _API = {
     "save_config": "adafuse.engine.config",
     "evaluate": "adafuse.engine.evaluate",
     "evaluate_checkpoint": "adafuse.engine.evaluate",
+    "evaluate_ensemble": "adafuse.engine.evaluate",
     "predict_batch": "adafuse.engine.evaluate",
     "RecognitionMetrics": "adafuse.engine.metrics",
     "RecognitionModule": "adafuse.engine.module",

@@ -45,10 +45,15 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "tau": 0.67,
         "shift_div": 8,
         "causal_shift": False,
+        "shifted_shortcut": False,  # the official BateNet: projection shortcuts take the shifted input (TSM)
         "random_ratios": [1 / 3, 1 / 3, 1 / 3],
         "keep_ratio": 0.5,
         "cg_partitions": 4,
         "lstm_hidden": 512,
+        "trn_features": 256,
+        "arnet_backbones": ["resnet50", "resnet34", "resnet18"],
+        "arnet_scales": [1.0, 0.75, 0.5, 0.375],
+        "arnet_skips": [1, 2, 4],
     },
     "data": {
         "dataset": None,  # path of a dataset.yaml (adafuse synth / adafuse prepare lists write one)
@@ -100,6 +105,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "max_steps": -1,
         "limit_train_batches": None,
         "limit_val_batches": None,
+        "compile": False,
+        "channels_last": False,
     },
 }
 
@@ -173,6 +180,9 @@ _RANGES: dict[str, _Range] = {
     "model.keep_ratio": _Range(0, 1),
     "model.cg_partitions": _AT_LEAST_ONE,
     "model.lstm_hidden": _AT_LEAST_ONE,
+    "model.trn_features": _AT_LEAST_ONE,
+    "model.arnet_scales": _Range(0, 1, open_low=True),
+    "model.arnet_skips": _AT_LEAST_ONE,
     "data.input_size": _Range(32),  # every backbone downsamples 32x
     "data.batch_size": _AT_LEAST_ONE,
     "data.val_batch_size": _AT_LEAST_ONE,
@@ -205,9 +215,10 @@ _RANGES: dict[str, _Range] = {
 
 # One line of meaning per key: `adafuse train --help-config` and the table in docs/training.md.
 KEY_HELP: dict[str, str] = {
-    "model.backbone": "2D CNN: resnet18/34/50/101, resnet10_mini, bninception, efficientnet_b0..b3",
+    "model.backbone": "2D CNN: resnet18/34/50/101, resnet10_mini, bninception, efficientnet_b0..b3, mobilenet_v2 "
+    "(i3d inflates a resnet; eco needs bninception; arnet's policy is mobilenet_v2)",
     "model.method": "tsn, tsm, lstm, cgnet, threshold, random, ada_skip, ada_reuse, adafuse_tsn, adafuse_tsm, "
-    "adafuse_tsm_last",
+    "adafuse_tsm_last; comparison systems: trn, i3d, i3d_nl, eco, eco_lite, arnet",
     "model.num_segments": "frames per clip, T",
     "model.pretrained": "backbone weights: a file or a torchvision weights name (IMAGENET1K_V1); null: from scratch",
     "model.dropout": "dropout before the classifier",
@@ -218,10 +229,17 @@ KEY_HELP: dict[str, str] = {
     "model.tau": "Gumbel-softmax temperature",
     "model.shift_div": "TSM: 1/shift_div of the channels shift each way",
     "model.causal_shift": "TSM: shift from the past only (needed to stream TSM frame by frame)",
+    "model.shifted_shortcut": "TSM: the projection shortcuts take the shifted input too (the official BateNet; "
+    "the authors' released weights)",
     "model.random_ratios": "random: keep/reuse/skip probabilities",
     "model.keep_ratio": "threshold: share of channels kept",
     "model.cg_partitions": "CGNet: partitions p",
-    "model.lstm_hidden": "lstm: hidden width",
+    "model.lstm_hidden": "lstm: hidden width (also AR-Net's policy LSTM)",
+    "model.trn_features": "trn: per-frame embedding width the relations see (TRN's img_feature_dim)",
+    "model.arnet_backbones": "arnet: one network per resolution, high to low",
+    "model.arnet_scales": "arnet: frame side of each arnet_backbones entry as a share of data.input_size, then the "
+    "policy's",
+    "model.arnet_skips": "arnet: skip lengths the policy may choose (skip k: this frame and the next k-1)",
     "data.dataset": "path of a dataset.yaml (adafuse synth / adafuse prepare lists write one)",
     "data.input_size": "side S of the square crops the model sees",
     "data.normalization": "input normalisation; null: the backbone's (bgr255 for bninception, else imagenet)",
@@ -265,12 +283,15 @@ KEY_HELP: dict[str, str] = {
     "trainer.max_steps": "stop after N optimizer steps; -1: run all epochs",
     "trainer.limit_train_batches": "batches per epoch: a count (int) or a share (float); null: all",
     "trainer.limit_val_batches": "validation batches: a count (int) or a share (float); 0: no validation",
+    "trainer.compile": "torch.compile the training forward, loss and backward (the first steps pay the compilation)",
+    "trainer.channels_last": "NHWC (channels_last) weights and activations: the layout of GPU tensor-core convs",
 }
 
 # Keys a resumed run may change: how it runs, not what it computes (anything else must equal the run's).
 RESUME_MAY_CHANGE = (
     "trainer.out", "trainer.progress", "trainer.tensorboard", "trainer.log_every_steps",
     "trainer.checkpoint_every_steps", "trainer.threads", "data.workers", "data.val_batch_size",
+    "trainer.compile", "trainer.channels_last",
 )
 
 

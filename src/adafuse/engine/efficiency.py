@@ -46,8 +46,8 @@ def efficiency_penalty(
     cost = efficiency_cost(macs, table, kind=kind)
     if target is None:
         return cost
-    dense = efficiency_cost(torch.full((1,), table.dense_macs), table, kind=kind)
-    return torch.relu(cost - target * dense.to(cost))
+    dense = efficiency_cost(macs.new_full((1,), table.dense_macs), table, kind=kind)  # where macs are: no copy
+    return torch.relu(cost - target * dense)
 
 
 def efficiency_ramp(step: int, *, start: int = 0, ramp_steps: int = 0) -> float:

@@ -47,23 +47,32 @@ def evaluate(
     sample_policy: bool = False,
     seed: int = 0,
     progress: bool = True,
+    keep_scores: bool = False,
 ) -> dict[str, Any]:
     """Top-1/top-5, adaptive and dense GMACs per video (× views), parameters, policy statistics and the
     ``confusion`` matrix (K, K) as lists (row: true class, column: predicted class).
 
     The model runs in eval mode with arg-max policies, or with ``sample_policy`` Gumbel-sampled ones (the
     official protocol) from a generator seeded with ``seed``: repeatable, and the global RNG is left alone.
+    ``keep_scores`` also returns the softmax ``scores`` (N, K), ``labels`` (N,) and per-video ``video_macs`` (N,)
+    as tensors (for :func:`evaluate_ensemble`).
     """
     model.eval().to(device)
     generator = torch.Generator(device=device).manual_seed(seed) if sample_policy else None
     metrics = RecognitionMetrics(list(model.fusions())).to(device)
     total = len(loader) if hasattr(loader, "__len__") else None
     confusion = None
+    kept: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
     for clips, labels in iter_progress(loader, total=total, desc="eval", enabled=progress):
         logits, macs, policies = predict_batch(model, clips.to(device), table, generator=generator)
         metrics.update(logits, labels.to(device), macs, policies)
         confusion = confusion_matrix(logits.argmax(1).cpu(), labels.cpu(), logits.shape[1], into=confusion)
+        if keep_scores:
+            kept.append((logits.float().softmax(1).cpu(), labels.cpu(), macs.float().cpu()))
     result = metrics.compute()
+    if keep_scores:
+        scores, labels, video_macs = (torch.cat(parts) for parts in zip(*kept, strict=True))
+        result.update(scores=scores, labels=labels, video_macs=video_macs)
     result["confusion"] = confusion.tolist() if confusion is not None else []
     result.update(
         gflops_dense=table.dense_gmacs * views,
@@ -90,6 +99,7 @@ def evaluate_checkpoint(
     seed: int = 0,
     progress: bool = True,
     min_frames: int = 1,
+    keep_scores: bool = False,
 ) -> dict[str, Any]:
     """:func:`evaluate` a checkpoint on a dataset split (default: the dataset it was trained on), with the
     checkpoint's transforms; clips (N, T, 3, S, S) or (N, V, T, 3, S, S) for V = num_clips × num_crops views.
@@ -127,8 +137,48 @@ def evaluate_checkpoint(
     loader = build_loader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
     table = profile(model, input_size=size)
     result = evaluate(model, loader, table=table, views=num_clips * num_crops, device=device,
-                      sample_policy=sample_policy, seed=seed, progress=progress)  # fmt: skip
+                      sample_policy=sample_policy, seed=seed, progress=progress, keep_scores=keep_scores)  # fmt: skip
     result.update(checkpoint=str(checkpoint), dataset=str(data), split=split, method=config.method,
                   backbone=config.backbone, num_segments=config.num_segments, input_size=size,
                   classes=list(spec.class_names), per_class=per_class_accuracy(result["confusion"], spec.class_names))
     return result
+
+
+def evaluate_ensemble(checkpoints: list[str | Path], **options: Any) -> dict[str, Any]:
+    """An evaluation-time ensemble (ECO_En): every checkpoint is evaluated on the same split with its own frames
+    (its T, size and transforms; ``options`` as :func:`evaluate_checkpoint`'s), and the ensemble predicts the mean
+    of the members' softmax scores. Its GMACs and parameters are the members' sums.
+
+    Returns top-1/top-5 of the ensemble, ``gflops`` / ``gflops_dense`` / ``params`` summed, ``num_segments`` summed
+    (ECO_En Lite: 16 + 20 + 24 + 32 = 92 frames) and ``members`` (each member's own result, without confusion).
+    """
+    from adafuse.errors import UserError
+
+    if len(checkpoints) < 2:
+        raise UserError("an ensemble needs at least two checkpoints")
+    members = [evaluate_checkpoint(path, **options, keep_scores=True) for path in checkpoints]
+    first = members[0]
+    for path, member in zip(checkpoints[1:], members[1:], strict=True):
+        if member["classes"] != first["classes"] or not torch.equal(member["labels"], first["labels"]):
+            raise UserError(f"{path} was evaluated on other classes or videos than {checkpoints[0]}: an ensemble "
+                            "needs members trained for the same classes, evaluated on the same split")  # fmt: skip
+    scores = torch.stack([m["scores"] for m in members]).mean(0)
+    labels = first["labels"]
+    top = scores.topk(min(5, scores.shape[1]), dim=1).indices
+    hit = top == labels[:, None]
+    videos = max(1, labels.numel())
+    summary = [{k: v for k, v in m.items() if k not in ("scores", "labels", "video_macs", "confusion", "per_class")}
+               for m in members]  # fmt: skip
+    return {
+        "top1": float(100 * hit[:, 0].sum() / videos),
+        "top5": float(100 * hit.any(dim=1).sum() / videos),
+        "videos": int(labels.numel()),
+        "gflops": sum(m["gflops"] for m in members),
+        "gflops_dense": sum(m["gflops_dense"] for m in members),
+        "params": sum(m["params"] for m in members),
+        "num_segments": sum(m["num_segments"] for m in members),
+        "dataset": first["dataset"],
+        "split": first["split"],
+        "method": "ensemble of " + ", ".join(f"{m['method']} (T={m['num_segments']})" for m in members),
+        "members": summary,
+    }

@@ -55,10 +55,24 @@ class RecognitionModule(L.LightningModule):
         config: the resolved config (sections ``loss`` and ``optim`` are read here).
         meta: extra checkpoint metadata (the dataset, the training config), stored in every checkpoint beside the
             model's config.
+        compile: run the training forward, loss and backward through ``torch.compile`` (``trainer.compile``).
+        channels_last: keep the model's weights, and so its activations, in channels_last memory
+            (``trainer.channels_last``): the layout tensor-core convolutions work in on a GPU.
     """
 
-    def __init__(self, model: Recognizer, *, table: CostTable, config: dict[str, Any], meta: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        model: Recognizer,
+        *,
+        table: CostTable,
+        config: dict[str, Any],
+        meta: dict[str, Any],
+        compile: bool = False,
+        channels_last: bool = False,
+    ) -> None:
         super().__init__()
+        if channels_last:
+            model.to(memory_format=torch.channels_last)
         self.model = model
         self.table = table
         self.loss_cfg, self.optim_cfg = config["loss"], config["optim"]
@@ -70,6 +84,9 @@ class RecognitionModule(L.LightningModule):
         for bn in self.frozen_bn:
             bn.requires_grad_(False)
         self.train_blocks: dict[str, list[torch.Tensor]] = {}  # per block: (keep, reuse, skip, agreement) per step
+        # Compiled as one graph (forward, Eq. 6, the logged statistics; AOT autograd compiles the backward too): the
+        # policy nets' and the mask arithmetic's many small kernels are fused and their Python overhead is gone.
+        self._terms = torch.compile(self.training_terms) if compile else self.training_terms
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path: str | Path, map_location: Any = None, **kwargs: Any):  # noqa: D417
@@ -94,29 +111,49 @@ class RecognitionModule(L.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        clips, labels = batch
+    def on_fit_start(self) -> None:
+        # The cost table's per-group costs live where the masks are: costing them then copies nothing per step.
+        self.table = self.table.to(self.device)
+
+    def training_terms(
+        self, clips: torch.Tensor, labels: torch.Tensor, *, efficiency_weight: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """The loss of Eq. 6 (λ = ``efficiency_weight``, a 0-dim tensor) for clips (N, T, 3, H, W) and labels (N,),
+        the statistics logged beside it, and per fused block its (keep, reuse, skip, agreement) shares (4,), as
+        tensors where the batch is: nothing here waits for the GPU (no ``.item()``, no host copies, no
+        data-dependent shapes), so a step runs ahead of the device and compiles to one graph."""
         logits, policies = self.model.forward_with_policies(clips)
         ce = F.cross_entropy(logits, labels)
-        macs = adaptive_macs(policies, self.table, batch_size=clips.shape[0], mode=self.loss_cfg["cost_mode"])
+        macs = adaptive_macs(policies, self.table, batch_size=clips.shape[0], mode=self.loss_cfg["cost_mode"],
+                             device=clips.device)  # fmt: skip
         loss = ce
-        cfg = self.loss_cfg
-        weight = cfg["efficiency_weight"] * efficiency_ramp(
-            self.global_step, start=self._efficiency_start(), ramp_steps=cfg["efficiency_ramp_steps"]
-        )
-        if weight and policies:
-            loss = loss + weight * efficiency_penalty(macs, self.table, kind=cfg["cost"], target=cfg["cost_target"])
+        if policies and self.loss_cfg["efficiency_weight"]:  # the weight is a tensor: ramp steps do not recompile
+            cfg = self.loss_cfg
+            loss = loss + efficiency_weight * efficiency_penalty(macs, self.table, kind=cfg["cost"],
+                                                                 target=cfg["cost_target"])  # fmt: skip
         if self.gated:
             loss = loss + self.loss_cfg["cg_threshold_weight"] * sum(m.threshold_loss() for m in self.gated)
         acc = (logits.argmax(1) == labels).float().mean()
         logs = {"train/loss": loss, "train/ce": ce, "train/top1": 100 * acc, "train/gflops": macs.mean() / 1e9,
-                "train/efficiency_weight": weight}
+                "train/efficiency_weight": efficiency_weight}
         masks = {name: policies[name] for name in self.model.fusions()}
         if masks:
             shares = torch.stack([m.detach().float().mean(dim=(0, 1, 2)) for m in masks.values()]).mean(0)
             logs.update({"train/keep": shares[KEEP], "train/reuse": shares[REUSE], "train/skip": shares[SKIP]})
-            for name, mask in masks.items():  # per-block shares, logged and checked at the end of the epoch
-                self.train_blocks.setdefault(name, []).append(block_shares(mask))
+            blocks = {name: block_shares(mask) for name, mask in masks.items()}
+        else:
+            blocks = {}
+        return loss, logs, blocks
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        clips, labels = batch
+        cfg = self.loss_cfg
+        ramp = efficiency_ramp(self.global_step, start=self._efficiency_start(),
+                               ramp_steps=cfg["efficiency_ramp_steps"])  # fmt: skip
+        weight = torch.tensor(cfg["efficiency_weight"] * ramp)  # 0-dim, on the host: no copy to the device
+        loss, logs, blocks = self._terms(clips, labels, efficiency_weight=weight)
+        for name, shares in blocks.items():  # per-block shares, logged and checked at the end of the epoch
+            self.train_blocks.setdefault(name, []).append(shares)
         self.log_dict(logs, prog_bar=False, on_step=True, on_epoch=True, batch_size=clips.shape[0], sync_dist=False)
         self.log("loss", loss, prog_bar=True, logger=False, batch_size=clips.shape[0])
         return loss

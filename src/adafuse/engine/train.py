@@ -172,7 +172,9 @@ class TrainProgress(L.Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:  # noqa: D102
         if self.train is not None:
-            loss = trainer.progress_bar_metrics.get("loss")
+            # Reading the logged loss back waits for the GPU: once per logging interval, not every step.
+            shown = trainer.global_step % max(1, trainer.log_every_n_steps) == 0
+            loss = trainer.progress_bar_metrics.get("loss") if shown else None
             self.train.update(**({"loss": float(loss)} if loss is not None else {}))
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:  # noqa: D102
@@ -414,7 +416,8 @@ def _fit(config: dict[str, Any], *, resume: bool, callbacks: Sequence[L.Callback
     table = profile(model, input_size=data_cfg["input_size"])
     meta = {"dataset": str(Path(data_cfg["dataset"]).resolve()), "train_config": config,
             "frame_stride": frame_stride(train_set, model_cfg["num_segments"])}
-    module = RecognitionModule(model, table=table, config=config, meta=meta)
+    module = RecognitionModule(model, table=table, config=config, meta=meta, compile=trainer_cfg["compile"],
+                               channels_last=trainer_cfg["channels_last"])  # fmt: skip
     save_config(config, out / "config.yaml")
     if resume:
         history = _history(out / "metrics.csv", resume_state["step"])

@@ -10,9 +10,11 @@ in place into a full-width output.
 Two back ends, same results:
 
 - a small C++ extension (``csrc/group_conv.cpp``) on the batch-reduce GEMM micro-kernel PyTorch exports from
-  oneDNN (``at::native::cpublas::brgemm``): weights packed once per (output group, tap) as ``(C_in, group)``
-  K-major blocks, activations read in place, runs of consecutive input groups from the same row merged into one
-  reduction chunk. Built with ninja on first use and cached in torch's extensions directory
+  oneDNN (``at::native::cpublas::brgemm``): weights packed once per (output group, input group) as K-major
+  blocks; a 1×1 reads activations in place, runs of consecutive input groups from the same row merged into one
+  reduction chunk; a 3×3 gathers the active input groups of a block of output pixels once into a patch matrix
+  (each group from its own row, zeros for the padding) that serves every output group, all taps in one
+  reduction. Built with ninja on first use and cached in torch's extensions directory
   (``TORCH_EXTENSIONS_DIR``, by default ``~/.cache/torch_extensions``);
 - pure PyTorch (gather the input groups, ``F.conv2d``, write the computed groups back): used when the extension
   cannot be built (one warning says why) or when ``ADAFUSE_GROUP_CONV=torch`` is set in the environment.
@@ -30,8 +32,8 @@ import torch.nn.functional as F
 
 _SOURCE = Path(__file__).with_name("csrc") / "group_conv.cpp"
 _ENV = "ADAFUSE_GROUP_CONV"  # "torch": use the pure-PyTorch path
-# Output pixels per work item: rows of the output are grouped until a tile holds about this many pixels (a tile of
-# 32 channels then stays in the L1/L2 cache while all its taps and input runs accumulate into it).
+# Output pixels per work item: rows of the output are grouped until a block holds about this many pixels (a tile of
+# 32 channels then stays in the L1/L2 cache while its input runs accumulate into it).
 _TILE_PIXELS = 256
 
 
@@ -104,10 +106,12 @@ class GroupSparseConv:
         self.bias = bias.detach().float().contiguous()
         self._ops = None if os.environ.get(_ENV) == "torch" else extension_ops()
         if self._ops is not None:
-            # (G_out, taps, C_in, group): for output group j and tap t, a K-major (C_in, group) block, so a run of
-            # input channels is one contiguous (K, group) matrix of the micro-kernel.
-            g_out = c_out // group_size
-            self._packed = self.weight.view(g_out, group_size, c_in, kh * kw).permute(0, 3, 2, 1).contiguous()
+            # (G_out, G_in, taps, group, group): for output group j, input group q's taps as K-major (group, group)
+            # blocks one after the other, so consecutive input groups are one contiguous (K, group) matrix of the
+            # micro-kernel (all taps of a 3×3 in one reduction).
+            g_out, g_in = c_out // group_size, c_in // group_size
+            self._packed = (self.weight.view(g_out, group_size, g_in, group_size, kh * kw)
+                            .permute(0, 2, 4, 3, 1).contiguous())  # fmt: skip
 
     @property
     def backend(self) -> str:
@@ -161,7 +165,8 @@ class GroupSparseConv:
                 raise RuntimeError(f"in_source holds a value outside -1..{s - 1}")
             groups = x.permute(0, 2, 3, 1).reshape(s, h, w, c_in // g, g)
             picked = groups[in_source.clamp(min=0), :, :, torch.arange(c_in // g)]  # (B, G_in, H, W, g)
-            picked = picked * (in_source >= 0)[:, :, None, None, None]
+            # where, not a product: a group that is not read may hold anything (an executor's unwritten buffer)
+            picked = torch.where((in_source >= 0)[:, :, None, None, None], picked, 0.0)
             xin = picked.permute(0, 2, 3, 1, 4).reshape(b, h, w, c_in).permute(0, 3, 1, 2)
         y = F.conv2d(xin, self.weight, self.bias, self.stride, self.padding)
         if residual is not None:

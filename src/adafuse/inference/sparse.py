@@ -1,20 +1,37 @@
-"""Sparse execution of AdaFuse ResNets: the policy's skipped channels are never computed.
+"""The executor: AdaFuse ResNets run so that the channel groups a policy skips are never computed.
 
-The policy of a block decides from the pooled block input, *before* the block's first conv, so a frame needs::
+Two ways to run a model, on the same folded weights and kernels:
 
-    conv1 on x_t       for the channels KEPT at t                       (output-channel slice)
-    conv1 on x_{t-1}   for the channels REUSED at t that t-1 did not compute ("lazy reuse": x_{t-1} is cached)
-    conv2              on the kept and reused channels only             (input-channel slice)
+- **clip mode** (:meth:`SparseRecognizer.forward_with_policies`, the paper's evaluation: a clip of T frames): block
+  by block over all N·T frames. A block pools its input, runs its policy for all frames as one GEMM, then::
 
-Reused channels that t−1 did compute come from its cached conv1 output. Summed over a clip this computes exactly
-the conv1 channels Eq. 5 charges (kept at t, or reused at t+1: the same channels, some of them one frame later,
-which is what a causal engine must do) and the conv2 inputs it charges. Two deviations: REUSE on a stream's first
-frame copies the zero history, so it is executed as SKIP (Eq. 5 still charges its conv2 input); and a layer the
-cost model (:mod:`adafuse.inference.cost_model`) runs densely computes all its channels.
+      conv1   computes, for frame t, exactly the groups kept at t or reused at t+1     (output-sparse)
+      conv2   reads group g of frame t from frame t's conv1 output (KEEP), frame t−1's (REUSE), or not at all (SKIP)
 
-Outputs equal those of the masked dense model (:class:`~adafuse.models.Recognizer` in eval mode) within float32
-rounding: BatchNorm is folded into the convolutions (and the policy's BatchNorm1d into its first FC), and the
-deterministic arg-max policy is evaluated on the same pooled inputs. ResNet backbones only, CPU only.
+  which are the channels Eq. 5 charges (:func:`adafuse.flops.adaptive_macs`). The stem, conv3, the shortcuts and
+  the head run dense, batched over the clip. Any shift runs, the bidirectional TSM included.
+- **streaming** (:meth:`SparseRecognizer.step`, one frame of B streams at a time, causal): the conv1 outputs of
+  the previous and the current frame share a 2-row ring buffer that conv2 reads from. A group reused at t that
+  frame t−1 did not compute is computed at t from the cached block input of t−1 (*lazy reuse*: frame t−1 could
+  not know t's policy), so a stream computes the same channels as the clip, some of them one frame later.
+
+The policy-controlled convolutions run on :class:`~adafuse.inference.group_conv.GroupSparseConv` (weights packed
+once per group, REUSE a pointer one row up, SKIP never in the reduction); everything else on oneDNN with
+pre-packed weights (:class:`~adafuse.inference.kernels.FoldedConv`). ``dispatch`` chooses, per block:
+
+- ``"auto"`` (default): the group kernels, except that a conv whose groups are all active in the call (conv1:
+  every group computed; conv2: every group KEEP) runs dense on oneDNN, and that policies over groups of fewer than
+  :data:`MIN_KERNEL_GROUP` channels run dense with the masks applied (per-channel decisions do not pay: the
+  kernel's inner GEMMs would be a few channels wide);
+- ``"kernel"``: the group kernels always (what the exactness tests and Eq. 5 accounting check);
+- ``"dense"``: oneDNN for every conv, skipped channels zeroed and reused ones copied (the masked model, folded).
+
+Outputs equal those of the masked dense model (:meth:`adafuse.models.Recognizer.forward_with_policies` in eval
+mode) within float32 rounding: BatchNorm is folded into the convolutions (and the policy's BatchNorm1d into its
+first FC) and the deterministic arg-max policy sees the same pooled inputs. :attr:`ExecutionStats.macs` counts
+what really ran. With the group kernels it equals Eq. 5 on the same masks except for one point: REUSE at a clip's
+(or stream's) first frame copies the zero history, so it is executed as SKIP, while Eq. 5 still charges that
+group as a conv2 input. ResNet backbones only, CPU only, float32.
 """
 
 from __future__ import annotations
@@ -27,22 +44,25 @@ import torch
 import torch.nn.functional as F
 
 from adafuse.errors import UserError
-from adafuse.inference.cost_model import CostModel, DynamicLayer
-from adafuse.inference.kernels import FoldedConv, gather_units, to_channels_last
+from adafuse.inference.kernels import FoldedConv, to_channels_last
 from adafuse.layers.actions import KEEP, NUM_ACTIONS, REUSE, actions_to_mask, mask_to_actions
 from adafuse.layers.adaptive_fusion import AdaptiveFusion
+from adafuse.layers.fusion import Policies
 from adafuse.layers.temporal_shift import TemporalShift
 from adafuse.models.recognizer import Recognizer
 from adafuse.models.resnet import BasicBlock, Bottleneck, ResNet
 
-_NONE = np.empty(0, dtype=np.int64)
+DISPATCH = ("auto", "kernel", "dense")
+# Below this group size "auto" runs a block dense with masks: the group kernel's GEMMs are group_size channels wide,
+# and at 4 channels they run slower than the whole dense convolution (docs/speed.md).
+MIN_KERNEL_GROUP = 8
 
 
 class FoldedPolicy:
     """An :class:`~adafuse.layers.AdaptiveFusion`'s policy net with its BatchNorm1d folded into the first FC.
 
-    ``(v_prev (B, C_in), v (B, C_in)) -> actions (B, G)``: deterministic arg-max, as int ids of
-    :class:`~adafuse.layers.Action` (KEEP / REUSE / SKIP), one per decision (a group of ``group_size`` channels).
+    ``(v_prev (B, C_in) or None, v (B, C_in)) -> action ids (B, G)`` (int64 values of
+    :class:`~adafuse.layers.Action`): deterministic arg-max, one decision per group of ``group_size`` channels.
     """
 
     def __init__(self, fusion: AdaptiveFusion) -> None:
@@ -57,27 +77,64 @@ class FoldedPolicy:
         self.w1, self.b1 = net.fc1.weight.detach().float().cpu(), net.fc1.bias.detach().float().cpu()
         self.history = fusion.history
         self.decisions = fusion.decisions
-        self.action_ids = np.array([int(a) for a in fusion.actions], dtype=np.int64)
-        self.macs_per_frame = self.w0.numel() + self.w1.numel()
-        self.executed_macs = 0
+        self.action_ids = torch.tensor([int(a) for a in fusion.actions], dtype=torch.int64)
+        self.macs_per_frame = self.w0.numel() + self.w1.numel()  # in·out per linear layer, as adafuse.flops counts
 
-    def __call__(self, v_prev: torch.Tensor, v: torch.Tensor) -> np.ndarray:
-        features = torch.cat([v_prev, v], dim=1) if self.history else v
+    def __call__(self, v_prev: torch.Tensor | None, v: torch.Tensor) -> torch.Tensor:
+        features = torch.cat([torch.zeros_like(v) if v_prev is None else v_prev, v], dim=1) if self.history else v
         hidden = torch.addmm(self.b0, features, self.w0.t()).relu_()
         logits = torch.addmm(self.b1, hidden, self.w1.t()).view(v.shape[0], self.decisions, -1)
-        self.executed_macs += v.shape[0] * self.macs_per_frame
-        return self.action_ids[logits.argmax(dim=-1).numpy()]
+        return self.action_ids[logits.argmax(dim=-1)]
+
+
+@dataclass
+class ExecutionStats:
+    """What the executor did since the last :meth:`SparseRecognizer.reset_stats`.
+
+    Attributes:
+        frames: frames processed, summed over clips and streams.
+        macs: multiply-accumulates really executed: every conv from the channels it ran, the policy nets and the
+            classifier (``in·out`` per linear layer, as :mod:`adafuse.flops` counts).
+        actions: (3,) channels kept / reused / skipped by the policies, over all fused blocks and frames.
+        kernel_calls / dense_calls: policy-controlled convolutions run on the group kernels / densely on oneDNN.
+    """
+
+    frames: int = 0
+    macs: int = 0
+    actions: np.ndarray = field(default_factory=lambda: np.zeros(NUM_ACTIONS, dtype=np.int64))
+    kernel_calls: int = 0
+    dense_calls: int = 0
+
+    def shares(self) -> dict[str, float]:
+        """Keep / reuse / skip shares of the decided channels (zeros when no policy ran)."""
+        total = max(int(self.actions.sum()), 1)
+        return {name: float(n) / total for name, n in zip(("keep", "reuse", "skip"), self.actions, strict=True)}
+
+
+def _pool(x: torch.Tensor) -> torch.Tensor:
+    """Global average pooling of an NHWC tensor, (B, C, H, W) -> (B, C): a sum over the rows of the (B, H·W, C)
+    view, the fastest of mean / GEMV / sum on these CPUs."""
+    b, c, h, w = x.shape
+    return x.permute(0, 2, 3, 1).reshape(b, h * w, c).sum(dim=1).mul_(1.0 / (h * w))
+
+
+def _empty_like_output(conv: FoldedConv, x: torch.Tensor, rows: int | None = None) -> torch.Tensor:
+    """An uninitialised NHWC output buffer of ``conv`` for input x: (rows or B, C_out, H', W')."""
+    h, w = conv.output_size(*x.shape[2:])
+    return torch.empty(rows or x.shape[0], h, w, conv.out_channels).permute(0, 3, 1, 2)
 
 
 @dataclass
 class _BlockState:
+    """A fused block's carry-over between frames of B streams (streaming)."""
+
     v_prev: torch.Tensor | None = None  # (B, C_in) pooled input of the previous frame; None: zeros
-    x_prev: torch.Tensor | None = None  # (B, C_in, H, W) previous (shifted) input, for lazy reuse
     shift_prev: torch.Tensor | None = None  # (B, fold, H, W) previous input's first channels (causal TSM)
-    # Per stream: the previous frame's conv1 output units that were computed, and unit -> position in it
-    # (-1: not computed); a position array of None means there is no previous frame (start or reset).
-    y_prev: list[torch.Tensor | None] = field(default_factory=list)
-    pos_prev: list[np.ndarray | None] = field(default_factory=list)
+    x_prev: torch.Tensor | None = None  # (B, C_in, H, W) previous shifted input, for lazy reuse
+    ring: torch.Tensor | None = None  # (2B, C1, H1, W1) conv1 outputs: rows [slot·B, slot·B + B) hold frame t−1's
+    slot: int = 0
+    computed: torch.Tensor | None = None  # (B, G) bool: the groups of frame t−1 in the ring (None: nothing)
+    y_prev: torch.Tensor | None = None  # (B, C1, H1, W1) previous conv1 output, dense dispatch
 
 
 @dataclass
@@ -86,8 +143,8 @@ class SparseState:
 
     Attributes:
         batch_size: B.
-        blocks: per residual block: previous pooled input (policy history), previous block input (lazy reuse),
-            previous conv1 output (reuse), shifted-in channels (causal TSM).
+        blocks: per residual block: the previous pooled input (policy history), the previous block input (lazy
+            reuse), the conv1 ring buffer (reuse), the shifted-in channels (causal TSM).
         frames: (B,) frames seen by each stream since its last reset.
     """
 
@@ -96,181 +153,233 @@ class SparseState:
     frames: np.ndarray
 
 
-@dataclass
-class ExecutionStats:
-    """What the executor did since the last :meth:`SparseRecognizer.reset_stats`.
-
-    Attributes:
-        frames: frames processed, summed over streams.
-        actions: (3,) channels kept / reused / skipped by the policies, over all fused blocks and frames.
-        sliced: dynamic convolutions run channel-sliced; dense: run densely by the cost model's choice.
-    """
-
-    frames: int = 0
-    actions: np.ndarray = field(default_factory=lambda: np.zeros(NUM_ACTIONS, dtype=np.int64))
-    sliced: int = 0
-    dense: int = 0
-
-    def shares(self) -> dict[str, float]:
-        """Keep / reuse / skip shares of the decided channels (zeros when no policy ran)."""
-        total = max(int(self.actions.sum()), 1)
-        return {name: float(n) / total for name, n in zip(("keep", "reuse", "skip"), self.actions, strict=True)}
-
-
-_POOL_WEIGHTS: dict[int, torch.Tensor] = {}
-
-
-def _pool(x: torch.Tensor) -> torch.Tensor:
-    """Global average pooling of an NHWC tensor, (B, C, H, W) -> (B, C), as one GEMV per frame: about 1.6× faster
-    than ``mean`` over the two strided spatial dims at batch 1."""
-    b, c, h, w = x.shape
-    if h * w not in _POOL_WEIGHTS:
-        _POOL_WEIGHTS[h * w] = torch.full((1, h * w), 1.0 / (h * w))
-    rows = x.permute(0, 2, 3, 1).reshape(b, h * w, c)
-    if b == 1:  # mm, not matmul: a broadcast batched product is a slower kernel
-        return torch.mm(_POOL_WEIGHTS[h * w], rows[0])
-    return torch.matmul(_POOL_WEIGHTS[h * w], rows).view(b, c)
-
-
 class _Block:
-    """One residual block, folded; ``step`` runs a frame of B streams."""
+    """One residual block, folded: :meth:`clip` runs all frames of N clips, :meth:`step` one frame of B streams."""
 
-    def __init__(self, block: BasicBlock | Bottleneck, name: str, stage: int) -> None:
+    def __init__(self, block: BasicBlock | Bottleneck, name: str, stage: int, dispatch: str) -> None:
         self.name, self.stage = name, stage
         self.fusion_name = f"backbone.{name}.fusion"  # the key of its policy, as the recognizer names it
         self.bottleneck = isinstance(block, Bottleneck)
-        fusion = block.fusion
-        unit = fusion.group_size if fusion is not None else 1
-        self.conv1 = FoldedConv(block.conv1, block.bn1, unit=unit)
-        self.conv2 = FoldedConv(block.conv2, block.bn2, unit=unit)
+        self.conv1 = FoldedConv(block.conv1, block.bn1)
+        self.conv2 = FoldedConv(block.conv2, block.bn2)
         self.conv3 = FoldedConv(block.conv3, block.bn3) if self.bottleneck else None
         self.downsample = FoldedConv(block.downsample[0], block.downsample[1]) if block.downsample is not None else None
-        # causal TSM (check_supported refuses the bidirectional one): C_in / shift_div channels from t-1
-        self.fold = block.conv1.in_channels // block.shift.shift_div if isinstance(block.shift, TemporalShift) else 0
+        shift = block.shift if isinstance(block.shift, TemporalShift) else None
+        self.fold = block.conv1.in_channels // shift.shift_div if shift is not None else 0
+        self.causal = shift is None or shift.causal
+        fusion = block.fusion
+        self.shifted_shortcut = block.shifted_shortcut  # the projection shortcut takes the shifted input (BateNet)
         self.policy = FoldedPolicy(fusion) if fusion is not None else None
-        self.reuse = self.policy is not None and self.policy.history
-        self.unit = unit
-        self.units = self.conv1.out_channels // unit
-        self.arange = np.arange(self.units)
-        self.not_computed = np.full(self.units, -1)  # shared, never written
-        self.theta1 = self.theta2 = 1.0
-        self.last_actions: np.ndarray | None = None
+        self.group_size = fusion.group_size if fusion is not None else 0
+        self.groups = block.conv1.out_channels // self.group_size if fusion is not None else 0
+        self.dispatch = dispatch
+        if self.policy is not None and dispatch != "dense":
+            try:
+                self.sparse1 = self.conv1.group_sparse(self.group_size)
+                self.sparse2 = self.conv2.group_sparse(self.group_size)
+            except ValueError:  # e.g. a group size above the kernel's 64 channels
+                if dispatch == "kernel":
+                    raise
+                self.dispatch = "dense"
+            if dispatch == "auto" and self.group_size < MIN_KERNEL_GROUP:
+                self.dispatch = "dense"
 
-    def convs(self) -> list[FoldedConv]:
-        return [c for c in (self.conv1, self.conv2, self.conv3, self.downsample) if c is not None]
+    def _residual_branch_end(self, out2: torch.Tensor, identity: torch.Tensor, stats: ExecutionStats) -> torch.Tensor:
+        if not self.bottleneck:
+            return out2
+        return self._count_dense(stats, self.conv3, self.conv3.dense(out2, relu=True, residual=identity))
 
-    def step(self, x: torch.Tensor, st: _BlockState, forced: np.ndarray | None, stats: ExecutionStats) -> torch.Tensor:
-        identity = x if self.downsample is None else self.downsample.dense(x, relu=False)
+    def _count_dense(self, stats: ExecutionStats, conv: FoldedConv, out: torch.Tensor) -> torch.Tensor:
+        stats.macs += conv.macs(out)
+        return out
+
+    def _identity(self, x: torch.Tensor, xs: torch.Tensor, stats: ExecutionStats) -> torch.Tensor:
+        """The shortcut: x, or the projection of x (of the shifted input xs with ``shifted_shortcut``, BateNet)."""
+        if self.downsample is None:
+            return x
+        return self._count_dense(stats, self.downsample, self.downsample.dense(xs if self.shifted_shortcut else x,
+                                                                               relu=False))  # fmt: skip
+
+    def _dense_pair(self, xs: torch.Tensor, identity: torch.Tensor, stats: ExecutionStats) -> torch.Tensor:
+        """conv1 and conv2 (with a BasicBlock's residual) dense, no policy."""
+        y1 = self._count_dense(stats, self.conv1, self.conv1.dense(xs, relu=True))
+        residual = None if self.bottleneck else identity
+        return self._count_dense(stats, self.conv2, self.conv2.dense(y1, relu=True, residual=residual))
+
+    # --- clip mode ------------------------------------------------------------------------------------------------
+
+    def clip(
+        self, x: torch.Tensor, n: int, t: int, forced: torch.Tensor | None, stats: ExecutionStats
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x (N·T, C_in, H, W) NHWC, rows ordered (clip, frame) -> (block output, action ids (N·T, G) or None)."""
+        xs = self._shift_clip(x, n, t)
+        identity = self._identity(x, xs, stats)
+        if self.policy is None:
+            return self._residual_branch_end(self._dense_pair(xs, identity, stats), identity, stats), None
+        rows = xs.shape[0]
+        v = _pool(xs)
+        v_prev = None
+        if self.policy.history:  # [v_{t-1}, v_t], v_{-1} = 0, for all frames of the clip at once
+            v3 = v.view(n, t, -1)
+            v_prev = torch.cat([torch.zeros_like(v3[:, :1]), v3[:, :-1]], dim=1).view(rows, -1)
+        ids = self.policy(v_prev, v)
+        stats.macs += rows * self.policy.macs_per_frame
+        if forced is not None:
+            ids = forced
+        stats.actions += np.bincount(ids.reshape(-1).numpy(), minlength=NUM_ACTIONS) * self.group_size
+        keep = ids == KEEP
+        reuse = ids == REUSE
+        reuse[0::t] = False  # REUSE at a clip's first frame copies y_{-1} = 0: executed as SKIP
+        if self.dispatch == "dense":
+            out2 = self._masked_dense_clip(xs, identity, keep, reuse, n, t, stats)
+        else:
+            need = keep.clone()  # conv1 at t: kept at t or reused at t+1 (reuse at a first frame is already off)
+            need[:-1] |= reuse[1:]
+            row = torch.arange(rows)[:, None]
+            source = torch.where(keep, row, torch.where(reuse, row - 1, -1))  # the conv1 row conv2 reads per group
+            y1 = self._sparse_conv1(xs, None, need, stats)
+            out2 = self._sparse_conv2(y1, source, bool(keep.all()), identity, stats)
+        return self._residual_branch_end(out2, identity, stats), ids
+
+    def _shift_clip(self, x: torch.Tensor, n: int, t: int) -> torch.Tensor:
+        """The temporal shift over whole clips (bidirectional or causal), zeros at the clip ends."""
+        if not self.fold:
+            return x
+        f = self.fold
+        xs = x.clone()  # keeps NHWC
+        x5, xs5 = x.view(n, t, *x.shape[1:]), xs.view(n, t, *x.shape[1:])
+        if self.causal:  # channels [0, f) from t-1
+            xs5[:, 1:, :f] = x5[:, :-1, :f]
+            xs5[:, 0, :f] = 0.0
+        else:  # channels [0, f) from t+1, [f, 2f) from t-1
+            xs5[:, :-1, :f] = x5[:, 1:, :f]
+            xs5[:, -1, :f] = 0.0
+            xs5[:, 1:, f : 2 * f] = x5[:, :-1, f : 2 * f]
+            xs5[:, 0, f : 2 * f] = 0.0
+        return xs
+
+    def _masked_dense_clip(self, xs, identity, keep, reuse, n, t, stats) -> torch.Tensor:
+        y1 = self._count_dense(stats, self.conv1, self.conv1.dense(xs, relu=True))
+        fused = torch.empty_like(y1)
+        torch.mul(y1, self._channel_mask(keep), out=fused)
+        if reuse.any():
+            f5, y5 = fused.view(n, t, *y1.shape[1:]), y1.view(n, t, *y1.shape[1:])
+            r5 = self._channel_mask(reuse).view(n, t, -1, 1, 1)
+            f5[:, 1:] += y5[:, :-1] * r5[:, 1:]
+        stats.dense_calls += 2
+        residual = None if self.bottleneck else identity
+        return self._count_dense(stats, self.conv2, self.conv2.dense(fused, relu=True, residual=residual))
+
+    def _channel_mask(self, groups: torch.Tensor) -> torch.Tensor:
+        """(B, G) bool -> (B, C, 1, 1) float, each group's value over its channels."""
+        return groups.repeat_interleave(self.group_size, dim=1).float()[:, :, None, None]
+
+    def _sparse_conv1(self, xs, out: torch.Tensor | None, need: torch.Tensor, stats) -> torch.Tensor:
+        """conv1's ``need`` (B, G) groups of xs, written into ``out`` (a fresh buffer when None); dense on oneDNN
+        when every group is needed (``"auto"``)."""
+        if self.dispatch == "auto" and bool(need.all()):
+            stats.dense_calls += 1
+            y = self._count_dense(stats, self.conv1, self.conv1.dense(xs, relu=True))
+            return y if out is None else out.copy_(y)
+        stats.kernel_calls += 1
+        out = _empty_like_output(self.conv1, xs) if out is None else out
+        self.sparse1(xs, out=out, out_groups=need, in_source=None, relu=True)
+        stats.macs += int(need.sum()) * out.shape[2] * out.shape[3] * self.group_size * self._taps_macs(self.conv1)
+        return out
+
+    def _sparse_conv2(self, y1, source: torch.Tensor, all_kept: bool, identity, stats, rows=None) -> torch.Tensor:
+        """conv2 reading group g of sample b from row ``source[b, g]`` of y1 (-1: skipped); a BasicBlock adds the
+        residual. Dense on oneDNN when every group of every sample is kept (``"auto"``); ``rows`` (B rows of y1
+        that the samples own) are then its input."""
+        residual = None if self.bottleneck else identity
+        if self.dispatch == "auto" and all_kept:
+            stats.dense_calls += 1
+            x2 = y1 if rows is None else y1[rows]
+            return self._count_dense(stats, self.conv2, self.conv2.dense(x2, relu=True, residual=residual))
+        stats.kernel_calls += 1
+        out = _empty_like_output(self.conv2, y1, rows=source.shape[0])
+        self.sparse2(y1, out=out, out_groups=None, in_source=source, relu=True, residual=residual)
+        stats.macs += int((source >= 0).sum()) * out.shape[2] * out.shape[3] * self.group_size * \
+            self._taps_macs(self.conv2, per="in")  # fmt: skip
+        return out
+
+    @staticmethod
+    def _taps_macs(conv: FoldedConv, per: str = "out") -> int:
+        """MACs per output pixel of one group of output (``per="out"``) or input channels, over the taps."""
+        other = conv.in_channels if per == "out" else conv.out_channels
+        return other * conv.kernel_size[0] * conv.kernel_size[1]
+
+    # --- streaming ------------------------------------------------------------------------------------------------
+
+    def step(
+        self, x: torch.Tensor, st: _BlockState, first: torch.Tensor, forced: torch.Tensor | None, stats
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """One frame of B streams: x (B, C_in, H, W) NHWC, ``first`` (B,) bool (a stream's first frame) ->
+        (block output, action ids (B, G) or None)."""
         xs = x
         if self.fold:  # causal TSM: the first channels come from the previous frame (zeros at the start)
             xs = x.clone()
             xs[:, : self.fold] = 0.0 if st.shift_prev is None else st.shift_prev
+            xs[first, : self.fold] = 0.0
             st.shift_prev = x[:, : self.fold].clone()
+        identity = self._identity(x, xs, stats)
         if self.policy is None:
-            out = self._conv2(self.conv1.dense(xs, relu=True), identity, units=None)
-        else:
-            out = self._fused(xs, identity, st, forced, stats)
-        return self.conv3.dense(out, relu=True, residual=identity) if self.bottleneck else out
-
-    def _fused(
-        self, xs: torch.Tensor, identity: torch.Tensor, st: _BlockState, forced: np.ndarray | None, stats
-    ) -> torch.Tensor:
+            return self._residual_branch_end(self._dense_pair(xs, identity, stats), identity, stats), None
+        b = xs.shape[0]
         v = _pool(xs)
-        actions = self.policy(torch.zeros_like(v) if st.v_prev is None else st.v_prev, v)
-        if forced is not None:
-            actions = forced
-        stats.actions += np.bincount(actions.ravel(), minlength=NUM_ACTIONS) * self.unit
-        self.last_actions = actions  # for last_policies: what the executor did, not state it depends on
+        v_prev = None if st.v_prev is None else torch.where(first[:, None], 0.0, st.v_prev)
+        ids = self.policy(v_prev, v)
+        stats.macs += b * self.policy.macs_per_frame
         st.v_prev = v
-        outs = [self._stream(xs[i : i + 1], identity[i : i + 1], i, actions[i], st, stats) for i in range(xs.shape[0])]
-        if self.reuse:
-            st.x_prev = xs
-        return outs[0] if len(outs) == 1 else torch.cat(outs)
+        if forced is not None:
+            ids = forced
+        stats.actions += np.bincount(ids.reshape(-1).numpy(), minlength=NUM_ACTIONS) * self.group_size
+        keep = ids == KEEP
+        reuse = (ids == REUSE) & ~first[:, None]  # REUSE at a first frame copies zeros: executed as SKIP
+        if self.dispatch == "dense":
+            out2 = self._masked_dense_step(xs, identity, st, keep, reuse, stats)
+        else:
+            out2 = self._sparse_step(xs, identity, st, keep, reuse, stats)
+        return self._residual_branch_end(out2, identity, stats), ids
 
-    def _conv2(self, x2: torch.Tensor, identity: torch.Tensor, *, units: torch.Tensor | None) -> torch.Tensor:
-        """conv2 on all its input channels (``units`` None) or on ``units`` only; a BasicBlock adds the residual."""
+    def _sparse_step(self, xs, identity, st: _BlockState, keep, reuse, stats) -> torch.Tensor:
+        b = xs.shape[0]
+        h, w = self.conv1.output_size(*xs.shape[2:])
+        if st.ring is None or st.ring.shape != (2 * b, self.conv1.out_channels, h, w):
+            st.ring, st.slot, st.computed = _empty_like_output(self.conv1, xs, rows=2 * b), 0, None
+        prev, cur = st.slot, 1 - st.slot
+        prev_rows, cur_rows = slice(prev * b, prev * b + b), slice(cur * b, cur * b + b)
+        if st.computed is not None:  # lazy reuse: groups reused now that frame t-1 did not compute
+            lazy = reuse & ~st.computed
+            if bool(lazy.any()):
+                self._sparse_conv1(st.x_prev, st.ring[prev_rows], lazy, stats)
+        self._sparse_conv1(xs, st.ring[cur_rows], keep, stats)
+        row = torch.arange(b)[:, None]
+        source = torch.where(keep, row + cur * b, torch.where(reuse, row + prev * b, -1))
+        out2 = self._sparse_conv2(st.ring, source, bool(keep.all()), identity, stats, rows=cur_rows)
+        st.computed, st.x_prev, st.slot = keep, xs, cur
+        return out2
+
+    def _masked_dense_step(self, xs, identity, st: _BlockState, keep, reuse, stats) -> torch.Tensor:
+        y1 = self._count_dense(stats, self.conv1, self.conv1.dense(xs, relu=True))
+        fused = torch.empty_like(y1)
+        torch.mul(y1, self._channel_mask(keep), out=fused)
+        if bool(reuse.any()):
+            fused += st.y_prev * self._channel_mask(reuse)
+        st.y_prev = y1
+        stats.dense_calls += 2
         residual = None if self.bottleneck else identity
-        if units is None:
-            return self.conv2.dense(x2, relu=True, residual=residual)
-        return self.conv2.sliced_in(x2, units, relu=True, residual=residual)
-
-    def _conv1(self, x: torch.Tensor, units: np.ndarray, stats: ExecutionStats) -> tuple[torch.Tensor, bool]:
-        """conv1's ``units`` of x, sliced or (by the cost model) all of them: returns (output, all computed)."""
-        if units.size < self.theta1 * self.units:
-            stats.sliced += 1
-            return self.conv1.sliced_out(x, torch.from_numpy(units), relu=True), False
-        stats.dense += 1
-        return self.conv1.dense(x, relu=True), True
-
-    def _stream(
-        self, xs: torch.Tensor, identity: torch.Tensor, i: int, actions: np.ndarray, st: _BlockState, stats
-    ) -> torch.Tensor:
-        """One stream: xs (1, C_in, H, W) shifted input, actions (G,) -> conv2's output (1, C2, H', W')
-        (for a BasicBlock already with the residual added and ReLU applied)."""
-        keep = np.flatnonzero(actions == KEEP)
-        stored = stored_pos = lazy = _NONE
-        pos_prev = st.pos_prev[i]
-        if self.reuse and pos_prev is not None:  # no previous frame: REUSE copies zeros, i.e. skips
-            reused = np.flatnonzero(actions == REUSE)
-            where = pos_prev[reused]
-            hit = where >= 0
-            stored, stored_pos, lazy = reused[hit], where[hit], reused[~hit]
-
-        # Sources of conv2's input channels: (tensor, the units it provides, their positions in it or None when
-        # it holds exactly those units in that order).
-        sources = []
-        y, pos = None, self.not_computed
-        if keep.size:
-            y, full = self._conv1(xs, keep, stats)
-            if full:
-                pos = self.arange
-                sources.append((y, keep, None if keep.size == self.units else keep))
-            else:
-                pos = np.full(self.units, -1)
-                pos[keep] = np.arange(keep.size)
-                sources.append((y, keep, None))
-        if stored.size:
-            whole = stored.size * self.unit == st.y_prev[i].shape[1]  # positions are increasing: all of it, in order
-            sources.append((st.y_prev[i], stored, None if whole else stored_pos))
-        if lazy.size:  # reused channels t-1 did not compute: compute them now from the cached x_{t-1}
-            y_lazy, full = self._conv1(st.x_prev[i : i + 1], lazy, stats)
-            sources.append((y_lazy, lazy, lazy if full else None))
-        st.y_prev[i], st.pos_prev[i] = y, pos
-
-        active = sum(units.size for _, units, _ in sources)
-        if active < self.theta2 * self.units:
-            stats.sliced += 1
-            parts = [t if at is None else gather_units(t, torch.from_numpy(at), self.unit) for t, _, at in sources]
-            if len(parts) == 1:
-                x2 = parts[0]
-            elif parts:
-                x2 = torch.cat(parts, dim=1)
-            else:
-                x2 = to_channels_last(xs.new_empty(1, 0, *self.conv1.output_size(*xs.shape[2:])))
-            order = np.concatenate([units for _, units, _ in sources]) if sources else _NONE
-            return self._conv2(x2, identity, units=torch.from_numpy(order))
-        stats.dense += 1
-        if active == self.units and len(sources) == 1 and sources[0][2] is None:
-            return self._conv2(sources[0][0], identity, units=None)  # every unit, in order: all kept
-        # One gather from all sources and a zero unit puts every channel in place (skipped channels read zero).
-        zero = xs.new_zeros(1, *self.conv1.output_size(*xs.shape[2:]), self.unit).permute(0, 3, 1, 2)  # NHWC
-        tensors = [t for t, _, _ in sources]
-        index = np.full(self.units, sum(t.shape[1] for t in tensors) // self.unit)  # default: the zero unit
-        base = 0
-        for t, units, at in sources:
-            index[units] = base + (np.arange(units.size) if at is None else at)
-            base += t.shape[1] // self.unit
-        x2 = gather_units(torch.cat([*tensors, zero], dim=1), torch.from_numpy(index), self.unit)
-        return self._conv2(x2, identity, units=None)
+        return self._count_dense(stats, self.conv2, self.conv2.dense(fused, relu=True, residual=residual))
 
 
 class SparseRecognizer:
-    """Inference-only AdaFuse ResNet that really skips the channels its policies skip, frame by frame.
+    """Inference-only AdaFuse ResNet that really skips the channel groups its policies skip.
 
-    Build it from a trained :class:`~adafuse.models.Recognizer` with :meth:`from_model`; then run frames of B
-    independent streams with :meth:`step` and an explicit :class:`SparseState`, or whole clips with
-    :meth:`frame_logits`. Supported models: ResNet backbones; TSN (no shift) or causal TSM; no fusion, or
-    :class:`~adafuse.layers.AdaptiveFusion` with deterministic evaluation; average consensus.
+    Build it from a trained :class:`~adafuse.models.Recognizer` with :meth:`from_model`; run whole clips with
+    :meth:`forward_with_policies` / :meth:`frame_logits` (clip mode), or frames of B independent streams with
+    :meth:`step` and an explicit :class:`SparseState` (streaming). Supported models: ResNet backbones; no shift,
+    TSM (bidirectional in clip mode only) or causal TSM; no fusion, or :class:`~adafuse.layers.AdaptiveFusion`
+    with deterministic evaluation; average consensus.
     """
 
     def __init__(self, *, stem: FoldedConv, blocks: list[_Block], head: tuple[torch.Tensor, torch.Tensor]) -> None:
@@ -278,152 +387,164 @@ class SparseRecognizer:
         self.blocks = blocks
         self.head_weight, self.head_bias = head
         self.num_classes = self.head_weight.shape[0]
+        self.causal = all(b.causal for b in blocks)
         self.stats = ExecutionStats()
-        self.head_macs = 0
-        self.cost_model = CostModel.always_sparse()
 
     @classmethod
-    def from_model(
-        cls, model: Recognizer, *, input_size: int = 224, cost_model: CostModel | None = None
-    ) -> SparseRecognizer:
-        """Fold a trained recognizer into an executor.
+    def from_model(cls, model: Recognizer, *, dispatch: str = "auto") -> SparseRecognizer:
+        """Fold a trained recognizer into an executor (its weights are copied, eval semantics).
 
         Args:
-            model: a ResNet AdaFuse / TSN / causal-TSM recognizer; its weights are copied (eval semantics).
-            input_size: frame side the cost model is measured at.
-            cost_model: when to slice; by default measured now on this machine (:meth:`CostModel.measure`) at the
-                current thread count. ``CostModel.always_sparse()`` slices every policy-controlled conv.
+            model: a ResNet AdaFuse / TSN / TSM recognizer.
+            dispatch: ``"auto"``, ``"kernel"`` or ``"dense"``: which kernels run the policy-controlled convolutions
+                (see the module documentation).
         """
+        if dispatch not in DISPATCH:
+            raise ValueError(f"dispatch must be one of {', '.join(DISPATCH)}, got {dispatch!r}")
         check_supported(model)
         net: ResNet = model.backbone
         blocks = []
         for stage in range(net.num_stages):
             for j, block in enumerate(getattr(net, f"layer{stage + 1}")):
-                blocks.append(_Block(block, f"layer{stage + 1}.{j}", stage))
+                blocks.append(_Block(block, f"layer{stage + 1}.{j}", stage, dispatch))
         head = (model.head.weight.detach().float().cpu(), model.head.bias.detach().float().cpu())
-        engine = cls(stem=FoldedConv(net.conv1, net.bn1), blocks=blocks, head=head)
-        engine.set_cost_model(cost_model or CostModel.measure(engine.dynamic_layers(input_size)))
-        return engine
-
-    def set_cost_model(self, cost_model: CostModel) -> None:
-        """Use ``cost_model``'s thresholds from the next frame on."""
-        self.cost_model = cost_model
-        for b in self.blocks:
-            b.theta1 = cost_model.threshold(f"{b.name}.conv1")
-            b.theta2 = cost_model.threshold(f"{b.name}.conv2")
-
-    def dynamic_layers(self, input_size: int) -> dict[str, DynamicLayer]:
-        """The policy-controlled convolutions, by name, with their input shapes for ``input_size²`` frames."""
-        h, w = self.stem.output_size(input_size, input_size)
-        h, w = (h - 1) // 2 + 1, (w - 1) // 2 + 1  # max-pool 3×3, stride 2, padding 1
-        layers = {}
-        for b in self.blocks:
-            if b.policy is not None:
-                layers[f"{b.name}.conv1"] = DynamicLayer(b.conv1, "out", (b.conv1.in_channels, h, w), lazy=b.reuse)
-                h1, w1 = b.conv1.output_size(h, w)
-                layers[f"{b.name}.conv2"] = DynamicLayer(b.conv2, "in", (b.conv2.in_channels, h1, w1))
-            last = b.conv3 or b.conv2
-            h, w = last.output_size(*b.conv2.output_size(*b.conv1.output_size(h, w)))
-        return layers
+        return cls(stem=FoldedConv(net.conv1, net.bn1), blocks=blocks, head=head)
 
     @property
     def fusion_names(self) -> list[str]:
         """Policy names of the fused blocks, in order, as the recognizer names them (``backbone.layer1.0.fusion``)."""
         return [b.fusion_name for b in self.blocks if b.policy is not None]
 
-    @property
-    def last_policies(self) -> dict[str, torch.Tensor]:
-        """Policy masks (B, G, 3) of the last frame, by fusion name, as executed."""
-        return {b.fusion_name: actions_to_mask(torch.from_numpy(b.last_actions))
-                for b in self.blocks if b.policy is not None and b.last_actions is not None}  # fmt: skip
-
-    @property
-    def executed_macs(self) -> int:
-        """Multiply-accumulates really executed since :meth:`reset_stats`: every conv from the shapes it ran,
-        policy nets and the classifier (``in·out`` per linear layer, as :mod:`adafuse.flops` counts)."""
-        convs = [self.stem] + [c for b in self.blocks for c in b.convs()]
-        policies = [b.policy for b in self.blocks if b.policy is not None]
-        return sum(c.executed_macs for c in convs) + sum(p.executed_macs for p in policies) + self.head_macs
-
     def reset_stats(self) -> None:
-        """Zero :attr:`stats` and :attr:`executed_macs`."""
+        """Zero :attr:`stats`."""
         self.stats = ExecutionStats()
-        self.head_macs = 0
+
+    def _forced(self, actions: Mapping[str, torch.Tensor] | None, n: int, t: int) -> dict[str, torch.Tensor]:
+        """Forced masks (n, t, G, 3) by fusion name -> action ids (n·t, G)."""
+        if actions is None:
+            return {}
+        unknown = sorted(set(actions) - set(self.fusion_names))
+        if unknown:
+            raise ValueError(f"forced actions for modules without a policy: {', '.join(unknown)}")
+        ids = {}
         for b in self.blocks:
-            for c in b.convs():
-                c.executed_macs = 0
-            if b.policy is not None:
-                b.policy.executed_macs = 0
-        self.stem.executed_macs = 0
+            if b.fusion_name in actions:
+                mask = actions[b.fusion_name]
+                if tuple(mask.shape) != (n, t, b.groups, NUM_ACTIONS):
+                    raise ValueError(f"forced actions for {b.fusion_name} must be a policy mask of shape "
+                                     f"{(n, t, b.groups, NUM_ACTIONS)}, got {tuple(mask.shape)}")  # fmt: skip
+                ids[b.fusion_name] = mask_to_actions(mask.cpu()).reshape(n * t, b.groups)
+        return ids
+
+    def _stem(self, frames: torch.Tensor) -> torch.Tensor:
+        x = self.stem.dense(to_channels_last(frames.float()), relu=True)
+        self.stats.macs += self.stem.macs(x)
+        return F.max_pool2d(x, 3, 2, 1)
+
+    def _head(self, x: torch.Tensor) -> torch.Tensor:
+        self.stats.macs += self.head_weight.numel() * x.shape[0]
+        return torch.addmm(self.head_bias, _pool(x), self.head_weight.t())
+
+    def forward_with_policies(
+        self, clips: torch.Tensor, *, actions: Mapping[str, torch.Tensor] | None = None, per_frame: bool = False
+    ) -> tuple[torch.Tensor, Policies]:
+        """Clip mode: logits of N clips and the policies that produced them, like the model's method.
+
+        Args:
+            clips: (N, T, 3, H, W), normalised like the training data; any T.
+            actions: forced policy masks (N, T, G, 3) by fusion name (:attr:`fusion_names`); the policy nets still
+                run, so their cost is measured.
+            per_frame: return frame logits (N, T, K) instead of the video logits (N, K).
+
+        Returns:
+            (logits, policies): ``policies[name]`` is the (N, T, G, 3) one-hot mask of fusion ``name`` as decided
+            (or forced).
+        """
+        if clips.dim() != 5:
+            raise ValueError(f"clips must be (N, T, 3, H, W), got shape {tuple(clips.shape)}")
+        n, t = clips.shape[:2]
+        forced = self._forced(actions, n, t)
+        policies = {}
+        with torch.inference_mode():
+            x = self._stem(clips.flatten(0, 1))
+            for block in self.blocks:
+                x, ids = block.clip(x, n, t, forced.get(block.fusion_name), self.stats)
+                if ids is not None:
+                    policies[block.fusion_name] = actions_to_mask(ids).view(n, t, block.groups, NUM_ACTIONS)
+            logits = self._head(x).view(n, t, -1)
+        self.stats.frames += n * t
+        return (logits if per_frame else logits.mean(dim=1)), policies
+
+    def __call__(self, clips: torch.Tensor) -> torch.Tensor:
+        """Video logits of N clips: (N, T, 3, H, W) -> (N, K)."""
+        return self.forward_with_policies(clips)[0]
+
+    def frame_logits(self, clips: torch.Tensor) -> torch.Tensor:
+        """Per-frame logits of N clips: (N, T, 3, H, W) -> (N, T, K)."""
+        return self.forward_with_policies(clips, per_frame=True)[0]
 
     def init_state(self, batch_size: int = 1) -> SparseState:
-        """A fresh state for ``batch_size`` independent streams (every stream at its first frame)."""
-        blocks = [
-            _BlockState(y_prev=[None] * batch_size, pos_prev=[None] * batch_size) for _ in range(len(self.blocks))
-        ]
-        return SparseState(batch_size=batch_size, blocks=blocks, frames=np.zeros(batch_size, dtype=np.int64))
+        """A fresh streaming state for ``batch_size`` independent streams (every stream at its first frame)."""
+        if not self.causal:
+            raise UserError(_BIDIRECTIONAL)
+        return SparseState(batch_size=batch_size, blocks=[_BlockState() for _ in self.blocks],
+                           frames=np.zeros(batch_size, dtype=np.int64))  # fmt: skip
 
     def reset_state(self, state: SparseState, index: int | None = None) -> None:
-        """Restart stream ``index`` (all streams when None) as if its next frame were its first."""
-        streams = list(range(state.batch_size)) if index is None else [index]
-        with torch.inference_mode():  # the state's tensors were made in inference mode
-            for st in state.blocks:
-                for i in streams:
-                    st.y_prev[i] = st.pos_prev[i] = None
-                    if st.v_prev is not None:
-                        st.v_prev[i] = 0.0
-                    if st.shift_prev is not None:
-                        st.shift_prev[i] = 0.0
-        state.frames[streams] = 0
+        """Restart stream ``index`` (all streams when None): its next frame is a first frame."""
+        state.frames[slice(None) if index is None else index] = 0
 
     def step(
         self, frames: torch.Tensor, state: SparseState, *, actions: Mapping[str, torch.Tensor] | None = None
-    ) -> torch.Tensor:
-        """Per-frame logits of the next frame of every stream: frames (B, 3, H, W) -> (B, K).
+    ) -> tuple[torch.Tensor, Policies]:
+        """Streaming: logits of the next frame of every stream and the policies of that frame.
 
-        ``actions`` forces the decisions: policy masks (B, G, 3) by fusion name (:attr:`fusion_names`); the policy
-        nets still run, so their cost is measured. REUSE on a stream's first frame is executed
-        as SKIP (it copies the zero history).
+        Args:
+            frames: (B, 3, H, W) for the B streams of ``state``.
+            state: the streams' state (:meth:`init_state`), updated in place.
+            actions: forced policy masks (B, 1, G, 3) by fusion name.
+
+        Returns:
+            (logits (B, K), policies {fusion name: (B, 1, G, 3)}): a frame's logits depend on earlier frames only,
+            and equal the model's frame logits (``frame_logits``) at that frame of the stream.
         """
-        if frames.shape[0] != state.batch_size:
-            raise ValueError(f"got {frames.shape[0]} frames for {state.batch_size} streams")
-        forced = {k: mask_to_actions(v).cpu().numpy() for k, v in actions.items()} if actions is not None else {}
-        unknown = sorted(set(forced) - set(self.fusion_names))
-        if unknown:
-            raise ValueError(f"forced actions for modules without a policy: {', '.join(unknown)}")
+        b = state.batch_size
+        if frames.dim() != 4 or frames.shape[0] != b:
+            raise ValueError(f"frames must be ({b}, 3, H, W) for {b} streams, got shape {tuple(frames.shape)}")
+        forced = self._forced(actions, b, 1)
+        first = torch.from_numpy(state.frames == 0)
+        policies = {}
         with torch.inference_mode():
-            x = self.stem.dense(to_channels_last(frames.float()), relu=True)
-            x = F.max_pool2d(x, 3, 2, 1)
+            x = self._stem(frames)
             for block, st in zip(self.blocks, state.blocks, strict=True):
-                x = block.step(x, st, forced.get(block.fusion_name), self.stats)
-            features = x.mean(dim=(2, 3))
-            logits = torch.addmm(self.head_bias, features, self.head_weight.t())
-        self.head_macs += self.head_weight.numel() * frames.shape[0]
-        self.stats.frames += frames.shape[0]
+                x, ids = block.step(x, st, first, forced.get(block.fusion_name), self.stats)
+                if ids is not None:
+                    policies[block.fusion_name] = actions_to_mask(ids).view(b, 1, block.groups, NUM_ACTIONS)
+            logits = self._head(x)
+        self.stats.frames += b
         state.frames += 1
-        return logits
-
-    def frame_logits(self, clip: torch.Tensor) -> torch.Tensor:
-        """Offline use: per-frame logits of N clips, each from a fresh stream: (N, T, 3, H, W) -> (N, T, K)."""
-        state = self.init_state(clip.shape[0])
-        return torch.stack([self.step(clip[:, t], state) for t in range(clip.shape[1])], dim=1)
+        return logits, policies
 
 
-def check_supported(model: Recognizer) -> None:
-    """Raise :class:`~adafuse.errors.UserError` (one line) unless ``model`` can run causally and sparsely."""
+_BIDIRECTIONAL = (
+    "this model uses the bidirectional (offline) temporal shift, which looks one frame ahead: it runs on whole "
+    "clips, but streaming needs a causal model (build_model(..., causal_shift=True))"
+)
+
+
+def check_supported(model: Recognizer, *, streaming: bool = False) -> None:
+    """Raise :class:`~adafuse.errors.UserError` (one line) unless the executor can run ``model`` (``streaming``:
+    frame by frame, causally)."""
     name = model.config.backbone
-    if not isinstance(model.backbone, ResNet):
-        raise UserError(f"sparse execution supports resnet* backbones only, got {name}")
-    if model.lstm is not None:
-        raise UserError("streaming supports the average consensus only, not an LSTM")
+    if not isinstance(getattr(model, "backbone", None), ResNet):
+        raise UserError(f"sparse execution supports 2D resnet* backbones only, got {name} ({model.config.method})")
+    if model.consensus != "avg":
+        raise UserError(f"sparse execution supports the average consensus only, not {model.config.method}")
     for block in model.backbone.blocks():
         if type(block.conv1) is not torch.nn.Conv2d:
             raise UserError(f"sparse execution does not support {type(block.conv1).__name__} (e.g. CGNet) convs")
-        if isinstance(block.shift, TemporalShift) and not block.shift.causal:
-            raise UserError(
-                "this model uses the bidirectional (offline) temporal shift, which looks one frame ahead; "
-                "streaming needs a causal model (build_model(..., causal_shift=True))"
-            )
+        if streaming and isinstance(block.shift, TemporalShift) and not block.shift.causal:
+            raise UserError(_BIDIRECTIONAL)
         fusion = block.fusion
         if fusion is not None and not isinstance(fusion, AdaptiveFusion):
             raise UserError(f"sparse execution supports learned AdaFuse policies only, not {type(fusion).__name__}")

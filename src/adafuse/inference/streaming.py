@@ -20,21 +20,20 @@ from collections import deque
 
 import torch
 
-from adafuse.inference.cost_model import CostModel
-from adafuse.inference.sparse import SparseRecognizer, SparseState
+from adafuse.inference.sparse import SparseRecognizer, SparseState, check_supported
 from adafuse.models.recognizer import Recognizer
 
 
 class StreamingRecognizer:
-    """Frame-by-frame recognizer over B independent streams, on the sparse executor.
+    """Frame-by-frame recognizer over B independent streams, on the executor's group-sparse kernels.
 
     Args:
         model: a trained recognizer (folded into a :class:`SparseRecognizer`) or an executor built already.
         batch_size: B, the number of independent streams.
         window: the video prediction is the mean of the last ``window`` frame logits of a stream; None averages
             every frame since the stream's last reset.
-        input_size: frame side, for the cost model (when ``model`` is a recognizer).
-        cost_model: when to slice (when ``model`` is a recognizer); measured on this machine by default.
+        dispatch: which kernels run the policy-controlled convolutions, when ``model`` is a recognizer
+            (:meth:`SparseRecognizer.from_model`).
     """
 
     def __init__(
@@ -43,36 +42,36 @@ class StreamingRecognizer:
         *,
         batch_size: int = 1,
         window: int | None = None,
-        input_size: int = 224,
-        cost_model: CostModel | None = None,
+        dispatch: str = "auto",
     ) -> None:
         if window is not None and window < 1:
             raise ValueError(f"window must be a positive number of frames or None, got {window}")
         if isinstance(model, SparseRecognizer):
-            self.engine = model
+            self.executor = model
         else:
-            self.engine = SparseRecognizer.from_model(model, input_size=input_size, cost_model=cost_model)
+            check_supported(model, streaming=True)
+            self.executor = SparseRecognizer.from_model(model, dispatch=dispatch)
         self.batch_size = batch_size
         self.window = window
-        self.state: SparseState = self.engine.init_state(batch_size)
+        self.state: SparseState = self.executor.init_state(batch_size)
         self._history: list[deque[torch.Tensor]] = [deque(maxlen=window) for _ in range(batch_size)]
 
     def step(self, frames: torch.Tensor) -> torch.Tensor:
         """Logits of the next frame of every stream: frames (B, 3, H, W), or (3, H, W) when B = 1 -> (B, K)."""
         if frames.dim() == 3:
             frames = frames.unsqueeze(0)
-        logits = self.engine.step(frames, self.state)
+        logits, _ = self.executor.step(frames, self.state)
         for history, row in zip(self._history, logits, strict=True):
             history.append(row)
         return logits
 
     def average(self) -> torch.Tensor:
         """Running average of each stream's frame logits over the window: (B, K); zeros before a first frame."""
-        k = self.engine.num_classes
+        k = self.executor.num_classes
         return torch.stack([torch.stack(list(h)).mean(0) if h else torch.zeros(k) for h in self._history])
 
     def reset(self, index: int | None = None) -> None:
         """Start stream ``index`` (every stream when None) afresh: its next frame is a first frame."""
-        self.engine.reset_state(self.state, index)
+        self.executor.reset_state(self.state, index)
         for i in range(self.batch_size) if index is None else [index]:
             self._history[i].clear()

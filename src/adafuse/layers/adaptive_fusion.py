@@ -10,7 +10,7 @@ from torch import nn
 
 from adafuse.layers.actions import NUM_ACTIONS, REUSE, Action
 from adafuse.layers.fusion import Fusion
-from adafuse.layers.gumbel import sample_actions
+from adafuse.layers.gumbel import one_hot_argmax, sample_actions
 from adafuse.layers.policy import PolicyNet, policy_hidden_size, policy_linears
 
 ADAFUSE_ACTIONS = (Action.KEEP, Action.REUSE, Action.SKIP)
@@ -97,7 +97,21 @@ class AdaptiveFusion(Fusion):
     def decide(
         self, x: torch.Tensor, y: torch.Tensor, *, sample: bool, generator: torch.Generator | None
     ) -> torch.Tensor:
-        onehot = sample_actions(self.logits(x), tau=self.tau, sample=sample, generator=generator)
+        return self._mask(sample_actions(self.logits(x), tau=self.tau, sample=sample, generator=generator))
+
+    def step(self, x: torch.Tensor, pooled: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """One frame of B streams, deterministic (arg-max), with the policy history as explicit state.
+
+        x (B, C_in, H, W) the frame's block input; ``pooled`` (B, C_in) the previous frame's pooled input
+        ``v_{t-1}`` (zeros at a stream's start; ignored without history) -> (mask (B, G, 3), ``v_t`` (B, C_in): the
+        next frame's ``pooled``). Equals the clip policy frame by frame.
+        """
+        v = x.mean(dim=(2, 3))
+        features = torch.cat([pooled, v], dim=1) if self.history else v
+        return self._mask(one_hot_argmax(self.policy(features))), v
+
+    def _mask(self, onehot: torch.Tensor) -> torch.Tensor:
+        """(..., G, A) one-hot over ``self.actions`` -> policy mask (..., G, 3) over KEEP / REUSE / SKIP."""
         return F.pad(onehot, (0, NUM_ACTIONS - onehot.shape[-1])).index_select(-1, self._columns)
 
     def extra_repr(self) -> str:

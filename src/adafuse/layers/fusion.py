@@ -29,13 +29,70 @@ from adafuse.layers.actions import KEEP, NUM_ACTIONS, REUSE
 Policies = dict[str, torch.Tensor]  # module name -> policy mask (N, T, G, 3) (or a channel gate, see flops)
 
 
-def fuse(y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Apply a policy mask: y (N·T, C, H, W), mask (N, T, G, 3) with C divisible by G -> (N·T, C, H, W)."""
+def fuse(y: torch.Tensor, mask: torch.Tensor, *, previous: torch.Tensor | None = None) -> torch.Tensor:
+    """Apply a policy mask: y (N·T, C, H, W), mask (N, T, G, 3) with C divisible by G -> (N·T, C, H, W), in y's
+    memory format (NCHW or channels_last).
+
+    ``out_t = keep_t·y_t + reuse_t·y_{t−1}`` in one output buffer: the history is a view of y one frame back, never
+    a copy. ``previous`` (N, C, H, W) is the raw y of the frame before the clip (what REUSE copies at its first
+    frame); zeros by default. A streaming step is the clip of one frame (T = 1) with the previous frame's y carried
+    in. Under autograd a hand-written backward saves only y and the masks (y is already saved by the ReLU before
+    it), where the textbook formulation would also keep the shifted history alive until the backward pass.
+    """
     n, t, g, _ = mask.shape
     y6 = y.view(n, t, g, y.shape[1] // g, *y.shape[2:])
     mask = mask.to(y.dtype).view(n, t, g, 1, 1, 1, NUM_ACTIONS)
-    history = torch.cat([torch.zeros_like(y6[:, :1]), y6[:, :-1]], dim=1)
-    return (mask[..., KEEP] * y6 + mask[..., REUSE] * history).view_as(y)
+    keep, reuse = mask[..., KEEP], mask[..., REUSE]
+    if previous is not None:  # streaming (inference and export): plain tensor ops
+        return _fused(y6, keep, reuse, previous.view_as(y6[:, :1])).view_as(y)
+    if torch.is_grad_enabled() and (y.requires_grad or mask.requires_grad) and not torch.jit.is_tracing():
+        return _Fuse.apply(y6, keep, reuse).view_as(y)
+    return _fused(y6, keep, reuse).view_as(y)  # inference, and tracing (ONNX export): plain tensor ops
+
+
+def _fused(
+    y6: torch.Tensor, keep: torch.Tensor, reuse: torch.Tensor, previous: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``keep_t·y_t + reuse_t·y_{t−1}`` on y6 (N, T, G, C/G, H, W) and masks (N, T, G, 1, 1, 1), with ``previous``
+    (N, 1, G, C/G, H, W) as ``y_{−1}`` (zeros when None), out of place: the form a tracer (ONNX export) records
+    correctly; it mis-records an in-place update of a slice."""
+    out = y6 * keep
+    first = out[:, :1] if previous is None else torch.addcmul(out[:, :1], previous, reuse[:, :1])
+    if y6.shape[1] == 1:
+        return first
+    return torch.cat([first, torch.addcmul(out[:, 1:], y6[:, :-1], reuse[:, 1:])], dim=1)
+
+
+class _Fuse(torch.autograd.Function):
+    """:func:`_fused` under autograd, with its backward written out: d/dy is the same keep/reuse arithmetic run
+    backwards in time, d/dmask are per-group dot products of the incoming gradient with y (KEEP) and with y one frame
+    back (REUSE)."""
+
+    @staticmethod
+    def forward(ctx, y6: torch.Tensor, keep: torch.Tensor, reuse: torch.Tensor) -> torch.Tensor:
+        # y is needed only for the masks' gradients (straight-through training), not for forced or arg-max masks.
+        ctx.save_for_backward(y6 if ctx.needs_input_grad[1] or ctx.needs_input_grad[2] else None, keep, reuse)
+        out = y6 * keep  # then the reuse term added in place: two passes over y, where _fused needs three
+        if y6.shape[1] > 1:
+            out[:, 1:].addcmul_(y6[:, :-1], reuse[:, 1:])
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        y6, keep, reuse = ctx.saved_tensors
+        grad_y = grad_keep = grad_reuse = None
+        dims = (3, 4, 5)
+        if ctx.needs_input_grad[0]:
+            grad_y = grad * keep
+            if grad.shape[1] > 1:
+                grad_y[:, :-1].addcmul_(grad[:, 1:], reuse[:, 1:])
+        if ctx.needs_input_grad[1]:
+            grad_keep = (grad * y6).sum(dim=dims, keepdim=True)
+        if ctx.needs_input_grad[2]:
+            grad_reuse = torch.zeros_like(reuse)
+            if grad.shape[1] > 1:
+                grad_reuse[:, 1:] = (grad[:, 1:] * y6[:, :-1]).sum(dim=dims, keepdim=True)
+        return grad_y, grad_keep, grad_reuse
 
 
 def scope(actions: Mapping[str, torch.Tensor] | None, prefix: str) -> dict[str, torch.Tensor] | None:

@@ -1,7 +1,8 @@
 """Networks: backbones with temporal slots, the recognizer, and ``build_model``."""
 
-from adafuse.models import bninception, efficientnet, resnet  # noqa: F401  (registers the backbones)
+from adafuse.models import bninception, efficientnet, mobilenet, resnet  # noqa: F401  (registers the backbones)
 from adafuse.models._registry import BackboneSpec, get_backbone, list_backbones, register_backbone
+from adafuse.models.arnet import ARNet
 from adafuse.models.builder import (
     METHODS,
     MethodSpec,
@@ -16,6 +17,7 @@ from adafuse.models.weights import LoadReport
 
 __all__ = [
     "METHODS",
+    "ARNet",
     "BackboneSpec",
     "LoadReport",
     "MethodSpec",

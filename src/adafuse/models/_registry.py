@@ -23,6 +23,7 @@ class BackboneSpec:
         torchvision_weights: name of the torchvision weights enum, or None.
         classifier_prefixes: ImageNet classifier keys a pretrained file carries and we drop.
         supports_channel_gating: whether ``conv_layer`` can be swapped (CGNet).
+        supports_shifted_shortcut: whether the builder takes ``shifted_shortcut`` (ResNet projection shortcuts).
         num_stages: stage indices passed to the slot factories are 0 .. num_stages − 1.
     """
 
@@ -33,6 +34,7 @@ class BackboneSpec:
     torchvision_weights: str | None = None
     classifier_prefixes: tuple[str, ...] = ()
     supports_channel_gating: bool = False
+    supports_shifted_shortcut: bool = False
     num_stages: int = 4
 
 

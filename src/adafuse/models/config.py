@@ -42,10 +42,15 @@ class ModelConfig:
     tau: float = 0.67
     shift_div: int = 8
     causal_shift: bool = False
+    shifted_shortcut: bool = False
     random_ratios: tuple[float, float, float] = (1 / 3, 1 / 3, 1 / 3)
     keep_ratio: float = 0.5
     cg_partitions: int = 4
     lstm_hidden: int = 512
+    trn_features: int = 256
+    arnet_backbones: tuple[str, ...] = ("resnet50", "resnet34", "resnet18")
+    arnet_scales: tuple[float, ...] = (1.0, 0.75, 0.5, 0.375)
+    arnet_skips: tuple[int, ...] = (1, 2, 4)
     seed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
@@ -60,7 +65,7 @@ class ModelConfig:
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"unknown model config keys: {', '.join(unknown)}")
-        for key in ("classes", "random_ratios"):
+        for key in ("classes", "random_ratios", "arnet_backbones", "arnet_scales", "arnet_skips"):
             if values.get(key) is not None:
                 values[key] = tuple(values[key])
         return cls(**values)

@@ -6,7 +6,8 @@ Each residual block has three optional slots (see :mod:`adafuse.models._slots`):
     └──────────────────────────────── downsample(x) ─────────────────────────────────┘
 
 The shift sits on the residual branch only (original TSM); the policy sees the shifted input, like the
-official code. Unlike the official BateNet we do not feed the shifted x to the projection shortcut.
+official code. The official BateNet also feeds the shifted x to the projection shortcut (``downsample``, the
+identity path stays unshifted): ``shifted_shortcut=True`` does that, for the authors' released TSM weights.
 ``conv1`` can be swapped for a channel-gated conv (CGNet). The network returns pooled features
 (N·T, num_features); the classifier lives in the recognizer. Blocks and trunk have ``forward(x) -> Tensor``
 and ``forward_with_policies(x, ...) -> (Tensor, policies)``, which also returns what their slots decided.
@@ -56,6 +57,13 @@ class _Block(nn.Module):
                                                                 generator=generator)  # fmt: skip
         return xs, y, policies
 
+    def _shortcut(self, x: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
+        """The identity, or the projection of the block input (of the shifted input ``xs`` with
+        ``shifted_shortcut``, as in the official BateNet)."""
+        if self.downsample is None:
+            return x
+        return self.downsample(xs if self.shifted_shortcut else x)
+
 
 class BasicBlock(_Block):
     """3×3 → 3×3 residual block (ResNet-18/34). Input (N·T, inplanes, H, W) -> (N·T, planes, H/s, W/s)."""
@@ -72,9 +80,11 @@ class BasicBlock(_Block):
         shift: nn.Module | None = None,
         fusion: Fusion | None = None,
         conv_layer: ConvFactory = nn.Conv2d,
+        shifted_shortcut: bool = False,
     ) -> None:
         super().__init__()
         self.shift = _slot(shift)
+        self.shifted_shortcut = shifted_shortcut
         self.conv1 = conv_layer(inplanes, planes, 3, stride=stride, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(planes)
         self.relu = nn.ReLU(inplace=True)
@@ -88,10 +98,13 @@ class BasicBlock(_Block):
         generator: torch.Generator | None = None,
     ) -> tuple[torch.Tensor, Policies]:
         """(output, {"fusion": mask (N, T, G, 3)} when the block has a fusion)."""
-        _, y, policies = self._fused_first(x, actions, sample, generator)
+        xs, y, policies = self._fused_first(x, actions, sample, generator)
+        return self.after_fusion(x, xs, y), policies
+
+    def after_fusion(self, x: torch.Tensor, xs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The block after its fusion slot: block input x, shifted input xs and fused first-conv output y -> output."""
         y = self.bn2(self.conv2(y))
-        identity = x if self.downsample is None else self.downsample(x)
-        return self.relu(y + identity), policies
+        return self.relu(y + self._shortcut(x, xs))
 
 
 class Bottleneck(_Block):
@@ -110,9 +123,11 @@ class Bottleneck(_Block):
         shift: nn.Module | None = None,
         fusion: Fusion | None = None,
         conv_layer: ConvFactory = nn.Conv2d,
+        shifted_shortcut: bool = False,
     ) -> None:
         super().__init__()
         self.shift = _slot(shift)
+        self.shifted_shortcut = shifted_shortcut
         self.conv1 = conv_layer(inplanes, planes, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(planes)
         self.fusion = fusion
@@ -128,11 +143,14 @@ class Bottleneck(_Block):
         generator: torch.Generator | None = None,
     ) -> tuple[torch.Tensor, Policies]:
         """(output, {"fusion": mask (N, T, G, 3)} when the block has a fusion)."""
-        _, y, policies = self._fused_first(x, actions, sample, generator)
+        xs, y, policies = self._fused_first(x, actions, sample, generator)
+        return self.after_fusion(x, xs, y), policies
+
+    def after_fusion(self, x: torch.Tensor, xs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The block after its fusion slot: block input x, shifted input xs and fused first-conv output y -> output."""
         y = self.relu(self.bn2(self.conv2(y)))
         y = self.bn3(self.conv3(y))
-        identity = x if self.downsample is None else self.downsample(x)
-        return self.relu(y + identity), policies
+        return self.relu(y + self._shortcut(x, xs))
 
 
 class ResNet(nn.Module):
@@ -143,6 +161,7 @@ class ResNet(nn.Module):
         layers: blocks per stage, e.g. (3, 4, 6, 3).
         widths: planes per stage (torchvision: 64, 128, 256, 512); the stem has ``widths[0]`` channels.
         shift_layer, fusion_layer, conv_layer: slot factories, called per block with its stage index 0..3.
+        shifted_shortcut: projection shortcuts take the shifted block input (the official BateNet).
     """
 
     num_stages = 4
@@ -156,6 +175,7 @@ class ResNet(nn.Module):
         shift_layer: ShiftFactory = no_shift,
         fusion_layer: FusionFactory = no_fusion,
         conv_layer: ConvFactory = nn.Conv2d,
+        shifted_shortcut: bool = False,
     ) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(3, widths[0], 7, stride=2, padding=3, bias=False)
@@ -182,6 +202,7 @@ class ResNet(nn.Module):
                         shift=shift_layer(inplanes, stage),
                         fusion=fusion_layer(inplanes, planes, stage),
                         conv_layer=conv_layer,
+                        shifted_shortcut=shifted_shortcut,
                     )
                 )
                 inplanes = planes * block.expansion
@@ -203,13 +224,17 @@ class ResNet(nn.Module):
         generator: torch.Generator | None = None,
     ) -> tuple[torch.Tensor, Policies]:
         """Pooled features (N·T, num_features) and the policies of every block, named like ``layer1.0.fusion``."""
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.stem(x)
         policies: Policies = {}
         for name, block in self.named_blocks():
             x, decided = block.forward_with_policies(x, actions=scope(actions, name), sample=sample,
                                                      generator=generator)  # fmt: skip
             policies.update(qualify(name, decided))
         return torch.flatten(self.avgpool(x), 1), policies
+
+    def stem(self, x: torch.Tensor) -> torch.Tensor:
+        """conv1, BN, ReLU, max-pool: frames (B, 3, H, W) -> the first block's input (B, widths[0], H/4, W/4)."""
+        return self.maxpool(self.relu(self.bn1(self.conv1(x))))
 
     def named_blocks(self) -> Iterator[tuple[str, BasicBlock | Bottleneck]]:
         """All residual blocks with their names (``layer1.0`` ...), in order."""
@@ -263,5 +288,6 @@ for _name, _builder in ((f.__name__, f) for f in (resnet18, resnet34, resnet50, 
             torchvision_weights=None if _name == "resnet10_mini" else f"ResNet{_name[6:]}_Weights",
             classifier_prefixes=("fc.",),
             supports_channel_gating=True,
+            supports_shifted_shortcut=True,
         )
     )

@@ -2,7 +2,9 @@
 
 Loading is strict: every tensor of the file must land in the backbone with the same shape (the ImageNet
 classifier is dropped on purpose), and the only keys the file may lack are those of modules the plain
-backbone does not have (policy nets, CGNet thresholds). Anything else is an error, never silence.
+backbone does not have (policy nets, CGNet thresholds). Anything else is an error, never silence. A network built
+from a 2D backbone says how the 2D tensors map onto it with ``adapt_imagenet_state(state) -> (state, unused keys)``
+(I3D inflates kernels; ECO-Lite uses BN-Inception up to inception-3c): the unused keys are reported as dropped.
 """
 
 from __future__ import annotations
@@ -72,6 +74,11 @@ def load_backbone_weights(backbone: nn.Module, source: str | Path, spec: Backbon
     state, name = read_state_dict(source, spec)
     dropped = sorted(k for k in state if k.startswith(spec.classifier_prefixes))
     state = {k: v for k, v in state.items() if k not in dropped}
+    file_keys = set(state)
+    adapt = getattr(backbone, "adapt_imagenet_state", None)
+    if adapt is not None:  # a network built from the 2D one (I3D inflation, ECO's partial trunk)
+        state, unused = adapt(state)
+        dropped = sorted([*dropped, *unused])
     own = backbone.state_dict()
     unexpected = sorted(set(state) - set(own))
     if unexpected:
@@ -87,7 +94,7 @@ def load_backbone_weights(backbone: nn.Module, source: str | Path, spec: Backbon
     with torch.device("meta"):
         plain = set(spec.builder().state_dict())  # the backbone with empty slots: what ImageNet must cover
     plain = {k for k in plain if not k.endswith("num_batches_tracked")}  # old torchvision files lack them
-    absent = sorted(plain - set(state))
+    absent = sorted(plain - file_keys)
     if absent:
         raise UserError(f"{name}: {len(absent)} {spec.name} weights are missing from the file (e.g. {absent[0]})")
     backbone.load_state_dict(state, strict=False)

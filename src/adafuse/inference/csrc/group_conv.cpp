@@ -1,17 +1,22 @@
 // Group-sparse convolution on NHWC float32 activations, on ATen's batch-reduce GEMM micro-kernel
 // (at::native::cpublas::brgemm, oneDNN's ukernel). Only the chosen output channel groups are computed, only the
 // chosen input channel groups enter the reduction, and each input group may be read from another row (frame) of
-// the input. Nothing is copied: a run of consecutive input groups read from the same row is one GEMM chunk
-// (K = the run's channels) on the activation viewed in place as a (pixels, C_in) matrix; each output group is
-// accumulated in a small per-thread tile and written once, with bias, residual and ReLU, into the full-width
-// output (ld = C_out).
+// the input. Each output group is accumulated in a small per-thread tile and written once, with bias, residual and
+// ReLU, into the full-width output (ld = C_out).
 //
-// Spatial taps: a stride-1 convolution whose output has the input's width ("same" padding) runs each tap as ONE
-// GEMM over the flattened pixels of a block of output rows (the input pixel of output pixel p is p + a constant
-// shift). Across a row end that shift wraps to the neighbouring row's edge pixel instead of the zero padding; the
-// wrapped values only ever land in the columns a tap may not touch (x < pad for a left tap, ...), so every
-// horizontal tap offset accumulates into its own tile and the epilogue adds each tile over its valid columns only.
-// Other convolutions (stride 2) run one GEMM per output row and tap.
+// Weights are packed once (group_conv.py) as (G_out, G_in, taps, group, group): for output group j, input group q
+// holds its taps' (group x group) K-major blocks one after the other, so consecutive active input groups are one
+// contiguous (K, group) operand.
+//
+// 1x1: the activation is read in place as a (pixels, C_in) matrix; a run of consecutive input groups read from the
+// same row is one GEMM chunk (K = the run's channels; lda = C_in, 2 C_in along a stride-2 row).
+// 3x3 (stride 1 or 2): per block of output pixels of one sample, the active input groups are gathered once into a
+// (pixels, active groups x 9 taps x group) patch matrix ("im2col" of the active groups only: zeros where a tap
+// reads the padding, each group from its own row), which then serves every output group: one GEMM per chunk of
+// consecutive active input groups with K = 9 x group x (groups in the chunk), all taps in one reduction. The
+// wrapper runs one (A, B) pair per call, so a chunk this long is what keeps the accumulators in registers over
+// many multiply-accumulates; the gather costs one copy of the active input per output pixel block, against a
+// reduction that reads it (active output channels) times.
 //
 // Registered as torch.ops.adafuse_group_conv.forward (see adafuse/inference/group_conv.py).
 
@@ -27,64 +32,74 @@
 
 namespace {
 
-struct Run {  // input channels [k0, k0 + k) of input row `src`
+struct Run {  // 1x1: input channels [k0, k0 + k) of input row `src`
   int64_t src, k0, k;
+};
+
+struct Chunk {  // 3x3: active groups [i0, i1) of a sample's patch columns, input groups q0 .. q0 + (i1 - i0)
+  int64_t i0, i1, q0;
+};
+
+struct Sample {  // what one sample reads
+  std::vector<Run> runs;             // 1x1
+  std::vector<int64_t> src, q;       // 3x3: the active input groups (row, group), in group order
+  std::vector<Chunk> chunks;         // 3x3: consecutive groups, at most max_chunk groups each
 };
 
 struct Geometry {
   int64_t S, C_in, H, W, B, C_out, Ho, Wo, ksize, stride, pad, gs;
-  bool flat;  // one GEMM per tap over a block of rows (see the file comment)
-  int64_t n_acc;  // accumulation tiles: one per horizontal tap offset when flat, else 1
 };
 
-// Output positions [lo, hi) along one axis whose input position o * stride + tap - pad lies in [0, size).
-inline void valid_range(int64_t size, int64_t out_size, int64_t tap, const Geometry& g, int64_t& lo, int64_t& hi) {
-  const int64_t shift = tap - g.pad;  // input = o * stride + shift
-  lo = shift >= 0 ? 0 : (-shift + g.stride - 1) / g.stride;
-  hi = size - 1 - shift < 0 ? 0 : std::min(out_size, (size - 1 - shift) / g.stride + 1);
-}
-
-// Accumulates the output tile of rows [y0, y1), output group j, of one sample (its runs) into acc: n_acc tiles of
-// (y1 - y0) * Wo rows by gs columns. The centre tap (dy, dx) = (pad, pad) of the first run touches every pixel a
-// tile's epilogue reads (the centre row of a flat tap block covers every column its tile keeps), so it writes
-// instead of adding and no tile needs zeroing first, unless there is no run at all.
-void accumulate(const Geometry& g, const float* x, const float* w, const std::vector<Run>& runs, int64_t j, int64_t y0,
-                int64_t y1, float* acc) {
-  const int64_t gs = g.gs, tile = (y1 - y0) * g.Wo * gs, taps = g.ksize * g.ksize;
+// 1x1: accumulates output rows [y0, y1) of output group j of one sample into acc ((y1 - y0) * Wo x gs).
+void accumulate_1x1(const Geometry& g, const float* x, const float* w, const std::vector<Run>& runs, int64_t j,
+                    int64_t y0, int64_t y1, float* acc) {
+  const int64_t gs = g.gs;
   if (runs.empty()) {
-    std::fill(acc, acc + g.n_acc * tile, 0.f);
+    std::fill(acc, acc + (y1 - y0) * g.Wo * gs, 0.f);
     return;
   }
-  const float* wj = w + j * taps * g.C_in * gs;  // packed (taps, C_in, gs) block of output group j
+  const float* wj = w + j * g.C_in * gs;
   for (size_t ri = 0; ri < runs.size(); ++ri) {
     const Run& r = runs[ri];
     const float* xs = x + r.src * g.H * g.W * g.C_in + r.k0;
-    for (int64_t i = 0; i < g.ksize; ++i) {
-      const int64_t dy = (i + g.pad) % g.ksize;  // the centre row of taps first
-      int64_t ya, yb;
-      valid_range(g.H, g.Ho, dy, g, ya, yb);
-      ya = std::max(ya, y0);
-      yb = std::min(yb, y1);
-      if (ya >= yb) continue;
-      for (int64_t jx = 0; jx < g.ksize; ++jx) {
-        const int64_t dx = (jx + g.pad) % g.ksize;
-        int64_t xa, xb;
-        valid_range(g.W, g.Wo, dx, g, xa, xb);
-        if (xa >= xb) continue;
-        // Flat: each dx has its own tile, first written by its centre-row tap; else one tile, by the centre tap.
-        const bool add = ri > 0 || dy != g.pad || (!g.flat && dx != g.pad);
-        const float* b = wj + ((dy * g.ksize + dx) * g.C_in + r.k0) * gs;
-        if (g.flat) {  // pixels (ya, xa) .. (yb - 1, xb - 1) as one block; input pixel = output pixel + shift
-          const int64_t first = (ya - y0) * g.Wo + xa, m = (yb - 1 - ya) * g.Wo + (xb - xa);
-          const int64_t in = (ya + dy - g.pad) * g.W + (xa + dx - g.pad);
-          at::native::cpublas::brgemm(m, gs, r.k, g.C_in, gs, gs, add, xs + in * g.C_in, b,
-                                      acc + dx * tile + first * gs);
-        } else {
-          for (int64_t y = ya; y < yb; ++y) {
-            const int64_t first = (y - y0) * g.Wo + xa;
-            const int64_t in = (y * g.stride + dy - g.pad) * g.W + (xa * g.stride + dx - g.pad);
-            at::native::cpublas::brgemm(xb - xa, gs, r.k, g.stride * g.C_in, gs, gs, add, xs + in * g.C_in, b,
-                                        acc + first * gs);
+    const float* b = wj + r.k0 * gs;
+    if (g.stride == 1) {  // output pixel p reads input pixel p: the block is one GEMM
+      at::native::cpublas::brgemm((y1 - y0) * g.Wo, gs, r.k, g.C_in, gs, gs, ri > 0, xs + y0 * g.W * g.C_in, b,
+                                  acc);
+    } else {
+      for (int64_t y = y0; y < y1; ++y)
+        at::native::cpublas::brgemm(g.Wo, gs, r.k, g.stride * g.C_in, gs, gs, ri > 0,
+                                    xs + y * g.stride * g.W * g.C_in, b, acc + (y - y0) * g.Wo * gs);
+    }
+  }
+}
+
+// Copies (or zeroes) one group of channels; GS > 0 is the group size known at compile time (the sizes policies use:
+// the copy becomes a few vector moves), 0 the general case.
+template <int64_t GS>
+inline void copy_group(float* dst, const float* src, int64_t gs) {
+  const int64_t n = GS > 0 ? GS : gs;
+  if (src == nullptr)
+    std::memset(dst, 0, n * sizeof(float));
+  else
+    std::memcpy(dst, src, n * sizeof(float));
+}
+
+// 3x3: the patch matrix of output rows [y0, y1) of one sample: row p, columns (active group i, tap, channel).
+template <int64_t GS>
+void gather_patches(const Geometry& g, const float* x, const Sample& s, int64_t y0, int64_t y1, float* a) {
+  const int64_t gs = g.gs, n = static_cast<int64_t>(s.q.size()), kp = n * 9 * gs;
+  for (int64_t y = y0; y < y1; ++y) {
+    for (int64_t xo = 0; xo < g.Wo; ++xo) {
+      float* row = a + ((y - y0) * g.Wo + xo) * kp;
+      for (int64_t i = 0; i < n; ++i) {
+        const float* base = x + s.src[i] * g.H * g.W * g.C_in + s.q[i] * gs;
+        for (int64_t dy = 0; dy < 3; ++dy) {
+          const int64_t iy = y * g.stride + dy - g.pad;
+          for (int64_t dx = 0; dx < 3; ++dx) {
+            const int64_t ix = xo * g.stride + dx - g.pad;
+            const bool inside = iy >= 0 && iy < g.H && ix >= 0 && ix < g.W;
+            copy_group<GS>(row + (i * 9 + dy * 3 + dx) * gs, inside ? base + (iy * g.W + ix) * g.C_in : nullptr, gs);
           }
         }
       }
@@ -92,29 +107,58 @@ void accumulate(const Geometry& g, const float* x, const float* w, const std::ve
   }
 }
 
-// out[pixels of rows y0..y1, group j] = act(sum of the tiles over their valid columns + bias (+ residual)).
+void gather(const Geometry& g, const float* x, const Sample& s, int64_t y0, int64_t y1, float* a) {
+  switch (g.gs) {
+    case 8: return gather_patches<8>(g, x, s, y0, y1, a);
+    case 16: return gather_patches<16>(g, x, s, y0, y1, a);
+    case 32: return gather_patches<32>(g, x, s, y0, y1, a);
+    case 64: return gather_patches<64>(g, x, s, y0, y1, a);
+    default: return gather_patches<0>(g, x, s, y0, y1, a);
+  }
+}
+
+// 3x3: output group j of a block of m pixels from its patch matrix a.
+void accumulate_3x3(const Geometry& g, const float* a, const float* w, const Sample& s, int64_t j, int64_t m,
+                    float* acc) {
+  const int64_t gs = g.gs, G_in = g.C_in / gs, kp = static_cast<int64_t>(s.q.size()) * 9 * gs;
+  if (s.chunks.empty()) {
+    std::fill(acc, acc + m * gs, 0.f);
+    return;
+  }
+  for (size_t ci = 0; ci < s.chunks.size(); ++ci) {
+    const Chunk& c = s.chunks[ci];
+    const float* b = w + (j * G_in + c.q0) * 9 * gs * gs;
+    at::native::cpublas::brgemm(m, gs, (c.i1 - c.i0) * 9 * gs, kp, gs, gs, ci > 0, a + c.i0 * 9 * gs, b, acc);
+  }
+}
+
+// out[pixels of rows y0..y1, group j] = act(acc + bias (+ residual)); GS as in copy_group.
+template <int64_t GS>
+void epilogue_n(const Geometry& g, const float* acc, const float* bias, const float* res, bool relu, float* out,
+                int64_t y0, int64_t y1) {
+  const int64_t gs = GS > 0 ? GS : g.gs;
+  for (int64_t p = 0, n = (y1 - y0) * g.Wo; p < n; ++p) {
+    const int64_t o = (y0 * g.Wo + p) * g.C_out;
+    const float* a = acc + p * gs;
+    float* dst = out + o;
+    float v[GS > 0 ? GS : 64];
+    for (int64_t c = 0; c < gs; ++c) v[c] = a[c] + bias[c];
+    if (res != nullptr)
+      for (int64_t c = 0; c < gs; ++c) v[c] += res[o + c];
+    if (relu)
+      for (int64_t c = 0; c < gs; ++c) v[c] = v[c] < 0.f ? 0.f : v[c];
+    for (int64_t c = 0; c < gs; ++c) dst[c] = v[c];
+  }
+}
+
 void epilogue(const Geometry& g, const float* acc, const float* bias, const float* res, bool relu, float* out,
               int64_t y0, int64_t y1) {
-  const int64_t gs = g.gs, tile = (y1 - y0) * g.Wo * gs;
-  int64_t lo[3] = {0, 0, 0}, hi[3] = {g.Wo, g.Wo, g.Wo};
-  if (g.flat)
-    for (int64_t d = 0; d < g.n_acc; ++d) valid_range(g.W, g.Wo, d, g, lo[d], hi[d]);
-  for (int64_t y = y0; y < y1; ++y) {
-    for (int64_t xo = 0; xo < g.Wo; ++xo) {
-      const int64_t p = (y - y0) * g.Wo + xo, o = (y * g.Wo + xo) * g.C_out;
-      float v[64];  // gs <= 64
-      for (int64_t n = 0; n < gs; ++n) v[n] = bias[n];
-      for (int64_t d = 0; d < g.n_acc; ++d) {
-        if (xo < lo[d] || xo >= hi[d]) continue;
-        const float* a = acc + d * tile + p * gs;
-        for (int64_t n = 0; n < gs; ++n) v[n] += a[n];
-      }
-      if (res != nullptr)
-        for (int64_t n = 0; n < gs; ++n) v[n] += res[o + n];
-      if (relu)
-        for (int64_t n = 0; n < gs; ++n) v[n] = v[n] > 0.f ? v[n] : 0.f;
-      std::memcpy(out + o, v, gs * sizeof(float));
-    }
+  switch (g.gs) {
+    case 8: return epilogue_n<8>(g, acc, bias, res, relu, out, y0, y1);
+    case 16: return epilogue_n<16>(g, acc, bias, res, relu, out, y0, y1);
+    case 32: return epilogue_n<32>(g, acc, bias, res, relu, out, y0, y1);
+    case 64: return epilogue_n<64>(g, acc, bias, res, relu, out, y0, y1);
+    default: return epilogue_n<0>(g, acc, bias, res, relu, out, y0, y1);
   }
 }
 
@@ -124,6 +168,10 @@ void check_nhwc(const at::Tensor& t, const char* name) {
   TORCH_CHECK(t.is_contiguous(at::MemoryFormat::ChannelsLast), name, " must be channels_last contiguous");
 }
 
+// The longest chunk of input groups a 3x3 GEMM reduces over: about 512 K rows, so that the chunk's packed weights
+// (K x group floats) stay in the L1/L2 cache while the micro-kernel sweeps the block's pixels.
+int64_t max_chunk(int64_t gs) { return std::max<int64_t>(1, 512 / (9 * gs)); }
+
 void forward(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, const at::Tensor& out,
              const std::optional<at::Tensor>& out_groups, const std::optional<at::Tensor>& in_source,
              const std::optional<at::Tensor>& residual, int64_t ksize, int64_t stride, int64_t pad, int64_t gs,
@@ -131,17 +179,15 @@ void forward(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, c
   check_nhwc(x, "x");
   check_nhwc(out, "out");
   Geometry g{x.size(0), x.size(1), x.size(2), x.size(3), out.size(0), out.size(1), out.size(2), out.size(3),
-             ksize, stride, pad, gs, false, 1};
+             ksize, stride, pad, gs};
   TORCH_CHECK(gs >= 1 && gs <= 64 && g.C_in % gs == 0 && g.C_out % gs == 0, "bad group size ", gs);
   TORCH_CHECK((ksize == 1 || ksize == 3) && pad == ksize / 2 && (stride == 1 || stride == 2), "bad kernel geometry");
   TORCH_CHECK(g.Ho == (g.H + 2 * pad - ksize) / stride + 1 && g.Wo == (g.W + 2 * pad - ksize) / stride + 1,
               "out has the wrong spatial size");
   const int64_t G_in = g.C_in / gs, G_out = g.C_out / gs, taps = ksize * ksize;
-  TORCH_CHECK(w.is_contiguous() && w.scalar_type() == at::kFloat && w.numel() == G_out * taps * g.C_in * gs,
+  TORCH_CHECK(w.is_contiguous() && w.scalar_type() == at::kFloat && w.numel() == G_out * G_in * taps * gs * gs,
               "packed weight has the wrong size");
   TORCH_CHECK(bias.is_contiguous() && bias.scalar_type() == at::kFloat && bias.numel() == g.C_out, "bad bias");
-  g.flat = stride == 1 && g.Wo == g.W;
-  g.n_acc = g.flat ? ksize : 1;
   const float* res = nullptr;
   if (residual.has_value()) {
     check_nhwc(*residual, "residual");
@@ -149,37 +195,50 @@ void forward(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, c
     res = residual->data_ptr<float>();
   }
 
-  // Runs of the reduction, per sample: consecutive input groups read from the same row merge into one K chunk.
-  std::vector<std::vector<Run>> runs(g.B);
+  // What each sample reads: the row of every input group (-1: skipped).
+  std::vector<int64_t> rows(g.B * G_in);
   if (in_source.has_value()) {
     const at::Tensor src = in_source->contiguous();
     TORCH_CHECK(src.scalar_type() == at::kLong && src.dim() == 2 && src.size(0) == g.B && src.size(1) == G_in,
                 "in_source must be int64 (B, C_in / group_size)");
     const int64_t* s = src.data_ptr<int64_t>();
-    for (int64_t b = 0; b < g.B; ++b) {
-      for (int64_t q = 0; q < G_in; ++q) {
-        const int64_t row = s[b * G_in + q];
-        TORCH_CHECK(row >= -1 && row < g.S, "in_source[", b, ", ", q, "] = ", row, " is not a row of x or -1");
-        if (row < 0) continue;
-        std::vector<Run>& rb = runs[b];
-        if (!rb.empty() && rb.back().src == row && rb.back().k0 + rb.back().k == q * gs)
-          rb.back().k += gs;
-        else
-          rb.push_back({row, q * gs, gs});
-      }
+    for (int64_t i = 0; i < g.B * G_in; ++i) {
+      TORCH_CHECK(s[i] >= -1 && s[i] < g.S, "in_source[", i / G_in, ", ", i % G_in, "] = ", s[i],
+                  " is not a row of x or -1");
+      rows[i] = s[i];
     }
   } else {
     TORCH_CHECK(g.B <= g.S, "without in_source, sample b reads row b of x: x has fewer rows than out");
-    for (int64_t b = 0; b < g.B; ++b) runs[b].push_back({b, 0, g.C_in});
+    for (int64_t b = 0; b < g.B; ++b)
+      for (int64_t q = 0; q < G_in; ++q) rows[b * G_in + q] = b;
+  }
+  std::vector<Sample> samples(g.B);
+  const int64_t longest = max_chunk(gs);
+  int64_t widest = 0;  // the most active input groups of a sample
+  for (int64_t b = 0; b < g.B; ++b) {
+    Sample& s = samples[b];
+    for (int64_t q = 0; q < G_in; ++q) {
+      const int64_t row = rows[b * G_in + q];
+      if (row < 0) continue;
+      if (ksize == 1) {  // 1x1: consecutive groups from the same row merge into one K chunk
+        if (!s.runs.empty() && s.runs.back().src == row && s.runs.back().k0 + s.runs.back().k == q * gs)
+          s.runs.back().k += gs;
+        else
+          s.runs.push_back({row, q * gs, gs});
+      } else {  // 3x3: consecutive groups (from any rows: the gather puts them side by side) share a chunk
+        const int64_t i = static_cast<int64_t>(s.q.size());
+        if (!s.chunks.empty() && s.chunks.back().q0 + (i - s.chunks.back().i0) == q &&
+            i - s.chunks.back().i0 < longest)
+          s.chunks.back().i1 = i + 1;
+        else
+          s.chunks.push_back({i, i + 1, q});
+        s.src.push_back(row);
+        s.q.push_back(q);
+      }
+    }
+    widest = std::max<int64_t>(widest, static_cast<int64_t>(s.q.size()));
   }
 
-  // Work items (sample, block of output rows, output group). Threads take contiguous ranges of items, so the
-  // order decides what stays in cache: with the output group fastest, a block's input rows serve every group while
-  // each item streams its group's weights; with the sample fastest, a group's weights serve every sample while each
-  // item streams its input rows. Each item streams the smaller of the two, with a bias towards keeping the input
-  // rows (a group's weights are read once per item in any case: measured on 7² to 14² maps at batch 8).
-  const int64_t rows = std::clamp<int64_t>(tile_pixels / std::max<int64_t>(g.Wo, 1), 1, g.Ho);
-  const int64_t n_tiles = (g.Ho + rows - 1) / rows;
   std::vector<uint8_t> active(g.B * G_out, 1);
   if (out_groups.has_value()) {
     const at::Tensor og = out_groups->contiguous();
@@ -188,39 +247,81 @@ void forward(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, c
     const bool* m = og.data_ptr<bool>();
     for (int64_t i = 0; i < g.B * G_out; ++i) active[i] = m[i];
   }
-  const int64_t group_weights = taps * g.C_in * gs;
-  const int64_t tile_inputs = std::min(g.H, rows * stride + ksize - 1) * g.W * g.C_in;
-  const bool group_fastest = group_weights <= 2 * tile_inputs;
-  struct Item {
-    int64_t b, t, j;
-  };
-  std::vector<Item> items;
-  items.reserve(g.B * n_tiles * G_out);
-  if (group_fastest) {
-    for (int64_t b = 0; b < g.B; ++b)
-      for (int64_t t = 0; t < n_tiles; ++t)
-        for (int64_t j = 0; j < G_out; ++j)
-          if (active[b * G_out + j]) items.push_back({b, t, j});
-  } else {
-    for (int64_t j = 0; j < G_out; ++j)
-      for (int64_t t = 0; t < n_tiles; ++t)
-        for (int64_t b = 0; b < g.B; ++b)
-          if (active[b * G_out + j]) items.push_back({b, t, j});
-  }
 
   const float* xp = x.data_ptr<float>();
   const float* wp = w.data_ptr<float>();
   const float* bp = bias.data_ptr<float>();
   float* op = out.data_ptr<float>();
   const int64_t per_sample = g.Ho * g.Wo * g.C_out;
-  at::parallel_for(0, static_cast<int64_t>(items.size()), 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> acc(g.n_acc * rows * g.Wo * gs);
+
+  if (ksize == 1) {
+    // Work items (sample, block of output rows, output group). Threads take contiguous ranges of items, so the
+    // order decides what stays in cache: with the output group fastest, a block's input rows serve every group
+    // while each item streams its group's weights; with the sample fastest, a group's weights serve every sample
+    // while each item streams its input rows. Each item streams the smaller of the two, with a bias towards
+    // keeping the input rows (measured on 7² to 14² maps at batch 8).
+    const int64_t block = std::clamp<int64_t>(tile_pixels / std::max<int64_t>(g.Wo, 1), 1, g.Ho);
+    const int64_t n_tiles = (g.Ho + block - 1) / block;
+    const bool group_fastest = g.C_in * gs <= 2 * std::min(g.H, block * stride) * g.W * g.C_in;
+    struct Item {
+      int64_t b, t, j;
+    };
+    std::vector<Item> items;
+    items.reserve(g.B * n_tiles * G_out);
+    if (group_fastest) {
+      for (int64_t b = 0; b < g.B; ++b)
+        for (int64_t t = 0; t < n_tiles; ++t)
+          for (int64_t j = 0; j < G_out; ++j)
+            if (active[b * G_out + j]) items.push_back({b, t, j});
+    } else {
+      for (int64_t j = 0; j < G_out; ++j)
+        for (int64_t t = 0; t < n_tiles; ++t)
+          for (int64_t b = 0; b < g.B; ++b)
+            if (active[b * G_out + j]) items.push_back({b, t, j});
+    }
+    at::parallel_for(0, static_cast<int64_t>(items.size()), 1, [&](int64_t begin, int64_t end) {
+      std::vector<float> acc(block * g.Wo * gs);
+      for (int64_t i = begin; i < end; ++i) {
+        const auto [b, t, j] = items[i];
+        const int64_t y0 = t * block, y1 = std::min(g.Ho, y0 + block);
+        accumulate_1x1(g, xp, wp, samples[b].runs, j, y0, y1, acc.data());
+        epilogue(g, acc.data(), bp + j * gs, res == nullptr ? nullptr : res + b * per_sample + j * gs, relu,
+                 op + b * per_sample + j * gs, y0, y1);
+      }
+      at::native::cpublas::brgemm_release(/*is_vnni=*/false);
+    });
+    return;
+  }
+
+  // 3x3: work items (sample, block of output rows, range of output groups); a block's patch matrix is gathered
+  // once per item and serves the item's output groups. Blocks hold about tile_pixels pixels, fewer when the patch
+  // matrix would pass 2 MiB (deep layers: many input channels); output groups are split into ranges only when
+  // there are too few blocks for the threads.
+  const int64_t kp_max = std::max<int64_t>(widest, 1) * 9 * gs;
+  const int64_t pixels = std::clamp<int64_t>((int64_t{1} << 19) / kp_max, 1, tile_pixels);
+  const int64_t block = std::clamp<int64_t>(pixels / std::max<int64_t>(g.Wo, 1), 1, g.Ho);
+  const int64_t n_tiles = (g.Ho + block - 1) / block;
+  const int64_t threads = at::get_num_threads();
+  const int64_t n_ranges = std::clamp<int64_t>((2 * threads + g.B * n_tiles - 1) / (g.B * n_tiles), 1, G_out);
+  const int64_t per_range = (G_out + n_ranges - 1) / n_ranges;
+  const int64_t n_items = g.B * n_tiles * n_ranges;
+  at::parallel_for(0, n_items, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> a(block * g.Wo * kp_max), acc(block * g.Wo * gs);
     for (int64_t i = begin; i < end; ++i) {
-      const auto [b, t, j] = items[i];
-      const int64_t y0 = t * rows, y1 = std::min(g.Ho, y0 + rows);
-      accumulate(g, xp, wp, runs[b], j, y0, y1, acc.data());
-      epilogue(g, acc.data(), bp + j * gs, res == nullptr ? nullptr : res + b * per_sample + j * gs, relu,
-               op + b * per_sample + j * gs, y0, y1);
+      const int64_t b = i / (n_tiles * n_ranges), t = i / n_ranges % n_tiles, r = i % n_ranges;
+      const int64_t y0 = t * block, y1 = std::min(g.Ho, y0 + block), m = (y1 - y0) * g.Wo;
+      const int64_t j0 = r * per_range, j1 = std::min(G_out, j0 + per_range);
+      bool any = false;
+      for (int64_t j = j0; j < j1; ++j) any = any || active[b * G_out + j];
+      if (!any) continue;
+      const Sample& s = samples[b];
+      gather(g, xp, s, y0, y1, a.data());
+      for (int64_t j = j0; j < j1; ++j) {
+        if (!active[b * G_out + j]) continue;
+        accumulate_3x3(g, a.data(), wp, s, j, m, acc.data());
+        epilogue(g, acc.data(), bp + j * gs, res == nullptr ? nullptr : res + b * per_sample + j * gs, relu,
+                 op + b * per_sample + j * gs, y0, y1);
+      }
     }
     at::native::cpublas::brgemm_release(/*is_vnni=*/false);
   });
