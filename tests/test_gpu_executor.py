@@ -7,7 +7,6 @@ same tests run on it, and the GPU-only ones check float16 and the CUDA-graph rep
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from adafuse.errors import UserError
@@ -23,6 +22,7 @@ from adafuse.layers.actions import actions_to_mask
 from adafuse.layers.gumbel import budget_onehot, one_hot_argmax
 from adafuse.models import Recognizer, build_model
 from adafuse.models.resnet import BasicBlock, Bottleneck, ResNet
+from test_group_conv import reference as reference_conv  # the same group-sparse conv, by definition
 
 GPU = torch.cuda.is_available()
 DEVICE = "cuda" if GPU else "cpu"
@@ -72,23 +72,6 @@ def bottleneck_tsm():
 
 
 # -- the kernel ---------------------------------------------------------------------------------------------------
-
-
-def reference_conv(x, weight, bias, *, stride, out0, out_groups, in_source, relu, residual, group_size):
-    """F.conv2d over the input where sample b's group q is x[in_source[b, q], group q] (zeros for -1)."""
-    b, g = out0.shape[0], group_size
-    xin = torch.zeros(b, *x.shape[1:])
-    for i in range(b):
-        for q in range(x.shape[1] // g):
-            row = i if in_source is None else int(in_source[i, q])
-            if row >= 0:
-                xin[i, q * g : (q + 1) * g] = x[row, q * g : (q + 1) * g]
-    y = F.conv2d(xin, weight, bias, stride, weight.shape[-1] // 2)
-    y = y + residual if residual is not None else y
-    y = y.relu() if relu else y
-    if out_groups is None:
-        return y
-    return torch.where(out_groups.repeat_interleave(g, dim=1)[:, :, None, None], y, out0)
 
 
 @pytest.mark.parametrize(("k", "stride", "c_in", "c_out", "size"), [(1, 1, 32, 48, 5), (3, 2, 48, 32, 7)])

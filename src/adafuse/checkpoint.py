@@ -73,14 +73,20 @@ def safe_load(path: str | Path) -> Any:
         raise UserError(f"{path}: not readable ({type(e).__name__}: {e})") from None
 
 
+def is_authors_state_dict(state: Any) -> bool:
+    """Whether ``state`` (a loaded file, or its ``"state_dict"``) is laid out like the official code's
+    (``module.base_model.*`` keys: DataParallel around their TSN; :mod:`adafuse.convert` reads it)."""
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    return isinstance(state, dict) and any(str(k).startswith("module.base_model.") for k in state)
+
+
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load a checkpoint dict on the CPU, with a one-line error for anything that is not ours."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint {path}: no such file")
     ckpt = safe_load(path)
-    from adafuse.convert import is_authors_state_dict  # convert.py builds on this module
-
     if is_authors_state_dict(ckpt):
         raise UserError(f"checkpoint {path}: laid out by the official AdaFuse code (module.base_model.* keys); "
                         f"convert it first: adafuse convert {path} OUT.ckpt")  # fmt: skip

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from adafuse.checkpoint import safe_load, save_model
+from adafuse.checkpoint import is_authors_state_dict, safe_load, save_model
 from adafuse.errors import UserError
 from adafuse.models import ModelConfig, Recognizer, build_from_config, build_model, get_method
 
@@ -52,13 +52,6 @@ _BLOCK = re.compile(r"layer([1-4])\.(\d+)\.")
 _POLICY_FC = re.compile(r"backbone\.(layer[1-4]\.\d+)\.fusion\.policy\.(fc[01])\.(weight|bias)")
 # The three released Something-V1 files are sthv1_adatsn50, sthv1_adatsm50 and sthv1_adatsm50last (.pth.tar).
 _NAME_GUESS = {"tsn": "adafuse_tsn", "tsm": "adafuse_tsm"}
-
-
-def is_authors_state_dict(state: Any) -> bool:
-    """Whether ``state`` (a loaded file, or its ``"state_dict"``) is laid out like the official code's."""
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    return isinstance(state, dict) and any(str(k).startswith(PREFIX + BACKBONE) for k in state)
 
 
 def read_authors_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
