@@ -231,10 +231,15 @@ class _SigintState(torch.utils.data.Dataset):
 def test_loader_workers_leave_ctrl_c_to_the_main_process():
     # a worker that got Ctrl-C while putting a batch printed a BrokenPipeError traceback; the main process
     # stops the workers itself
-    loader = build_loader(_SigintState(), batch_size=2, shuffle=False, num_workers=1)
-    (ignored, _), = list(loader)
-    assert ignored.all()
-    assert signal.getsignal(signal.SIGINT) is not signal.SIG_IGN
+    # started in the background (`make test &`), a shell hands us Ctrl-C already ignored: give it a handler first
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        loader = build_loader(_SigintState(), batch_size=2, shuffle=False, num_workers=1)
+        (ignored, _), = list(loader)
+        assert ignored.all()
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def test_skipped_samples_are_counted_when_training(dataset, tmp_path, caplog):
