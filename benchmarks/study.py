@@ -38,7 +38,8 @@ METHODS = ("tsn", "tsm", "lstm", "cgnet", "threshold", "random", "ada_skip", "ad
 BUDGET_METHODS = ("adafuse_tsn", "adafuse_tsm_last")
 TARGETS = (0.5, 0.75)  # besides the demo's 0.6
 # The paper's plain λ·cost, as the demo had it before the budget: on from epoch 5, no ramp.
-PLAIN = ("loss.cost_target=null", "loss.efficiency_ramp_steps=0", "loss.efficiency_after_epoch=5")
+PLAIN = ("loss.cost_target=null", "loss.efficiency_ramp_steps=0", "loss.efficiency_after_epoch=5",
+         "loss.efficiency_weight=0.1")  # λ too: the demo's λ = 5 belongs to its budget
 LAMBDAS = (0.05, 0.2, 0.4)  # plain, besides 0.1
 HIDDEN = (16, 256)  # besides the demo's 64
 # Acceptance of the default recipe (issue 14): AdaFuse-TSN vs TSN, per benchmark and seed.

@@ -30,3 +30,19 @@ def test_study_quick_runs_and_resumes(tmp_path):
     assert json.loads(again.stdout)["rows"] == rows  # the missing run is redone identically (seeded)
     rewritten = [p for p, mtime in kept.items() if p.stat().st_mtime_ns != mtime]
     assert rewritten == [next(iter(kept))]  # and only that one: finished runs are kept
+
+
+def test_plain_runs_use_the_papers_lambda_and_the_sweeps_override_it():
+    sys.path.insert(0, str(SCRIPT.parent))
+    import study
+    from adafuse.engine.config import load_config, resolve_config
+
+    runs = {r["name"]: r for r in study.plan([0])}
+    demo = load_config(resolve_config("demo"))["loss"]
+    plain = load_config(resolve_config("demo"), runs["temporal_adafuse_tsn_plain_s0"]["overrides"])["loss"]
+    assert demo["efficiency_weight"] == 5.0 and demo["cost_target"] == 0.6  # the budget's stiff λ
+    assert (plain["efficiency_weight"], plain["cost_target"], plain["efficiency_ramp_steps"]) == (0.1, None, 0)
+    swept = [r for r in runs.values() if r["overrides"][-1:] == ["loss.efficiency_weight=0.4"]]
+    assert len(swept) == 1 and study.variant(swept[0]["overrides"]) == "plain λ=0.4"
+    assert load_config(resolve_config("demo"), swept[0]["overrides"])["loss"]["efficiency_weight"] == 0.4
+    assert study.variant(list(study.PLAIN)) == "plain λ=0.1"
