@@ -17,6 +17,7 @@ from adafuse.cli import main
 from adafuse.data.synthetic import generate_synthetic
 from adafuse.engine.config import load_config
 from adafuse.engine.train import fit
+from adafuse.errors import UserError
 
 # The demo's schedule (AdamW + cosine per step) on a tiny model: 24 training videos, 6 batches per epoch.
 FAST = [
@@ -140,3 +141,9 @@ def test_finished_run_resume_is_a_no_op_and_the_run_keeps_its_config(dataset, tm
     assert "model.num_segments=3: --resume cannot change it to 8" in capsys.readouterr().err
     assert main(["train", "--resume", f"trainer.out={tmp_path}/nothing"]) == 2
     assert "nothing to resume in" in capsys.readouterr().err
+    # the API too: fit(config, resume=True) with another λ must not hand back the finished run as if it were it
+    with pytest.raises(UserError, match="is a run with loss.efficiency_weight=0.1: --resume cannot change it to 5.0"):
+        fit(load_config(None, overrides(dataset, run, "trainer.max_steps=3", "loss.efficiency_weight=5")),
+            resume=True)  # fmt: skip
+    assert fit(load_config(None, overrides(dataset, run, "trainer.max_steps=3", "trainer.progress=false")),
+               resume=True)["already_finished"]  # fmt: skip

@@ -408,6 +408,13 @@ def resume_config(path: str | Path | None, overrides: list[str] | tuple[str, ...
     run = load_config(saved)
     config = load_config(path, overrides, base=run)
     config["trainer"]["out"] = str(out)  # the run may have been moved since its config.yaml was written
+    check_resume_changes(config, run, out=out)
+    return config
+
+
+def check_resume_changes(config: dict[str, Any], run: dict[str, Any], *, out: str | Path) -> None:
+    """Raise a one-line :class:`UserError` when ``config`` differs from the run's own config ``run`` in a key
+    outside :data:`RESUME_MAY_CHANGE` (what a run computes is fixed once it started)."""
     for section, entries in config.items():
         for name, value in entries.items():
             key = f"{section}.{name}"
@@ -416,7 +423,6 @@ def resume_config(path: str | Path | None, overrides: list[str] | tuple[str, ...
                     f"{out} is a run with {key}={run[section][name]!r}: --resume cannot change it to {value!r} "
                     f"(what a run computes is fixed; start a new run in another trainer.out)"
                 )
-    return config
 
 
 def key_type(key: str) -> str:

@@ -33,7 +33,7 @@ from adafuse.data.dataset import ClipDataset, build_dataset
 from adafuse.data.loader import ClipLoader, build_loader
 from adafuse.data.readers import count_frames
 from adafuse.data.spec import load_dataset_yaml
-from adafuse.engine.config import model_kwargs, save_config
+from adafuse.engine.config import check_resume_changes, load_config, model_kwargs, save_config
 from adafuse.engine.module import RecognitionModule
 from adafuse.engine.progress import Meter, _duration
 from adafuse.engine.threads import default_threads
@@ -348,6 +348,8 @@ def _fit(config: dict[str, Any], *, resume: bool, callbacks: Sequence[L.Callback
     if resume:
         if not last.is_file():
             raise UserError(f"nothing to resume: {last} does not exist")
+        if (out / "config.yaml").is_file():  # fit(config, resume=True) from the API: the run's config, unchanged
+            check_resume_changes(config, load_config(out / "config.yaml"), out=out)
         ckpt = read_checkpoint(last)
         resume_state = ckpt.get("callbacks", {}).get(LastCheckpoint.__qualname__, {}) | {"step": ckpt["global_step"]}
         if resume_state.get("finished"):
