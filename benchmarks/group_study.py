@@ -42,6 +42,8 @@ def run_one(*, group: int, seed: int, out: Path, epochs: int | None) -> dict:
     start = time.perf_counter()
     resume = (run_dir / "checkpoints" / "last.ckpt").is_file()
     trained = fit(load_config(resolve_config("demo"), overrides), resume=resume)
+    if trained["interrupted"]:  # not a result: stop, a re-run resumes it
+        raise SystemExit(f"interrupted: {run_dir}; run the study again to continue")
     result = evaluate_checkpoint(trained["last"], batch_size=32, progress=False)
     return {**result, "name": name, "group": group, "seed": seed, "seconds": time.perf_counter() - start}
 

@@ -99,6 +99,8 @@ def run_one(run: dict, *, out: Path, epochs: int | None, quiet: bool) -> dict:
     start = time.perf_counter()
     resume = (run_dir / "checkpoints" / "last.ckpt").is_file()
     trained = fit(config, resume=resume)
+    if trained["interrupted"]:  # not a result: stop, a re-run resumes it
+        raise SystemExit(f"interrupted: {run_dir}; run the study again to continue")
     result = evaluate_checkpoint(trained["last"], batch_size=32, progress=not quiet)
     result.update({k: run[k] for k in ("name", "kind", "method", "seed", "overrides")})
     result["lambda"] = config["loss"]["efficiency_weight"]

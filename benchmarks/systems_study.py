@@ -51,6 +51,8 @@ def run_one(kind: str, system: str, seed: int, *, out: Path, epochs: int | None)
     config = load_config(resolve_config("demo"), overrides)
     start = time.perf_counter()
     trained = fit(config, resume=(run_dir / "checkpoints" / "last.ckpt").is_file())
+    if trained["interrupted"]:  # not a result: stop, a re-run resumes it
+        raise SystemExit(f"interrupted: {run_dir}; run the study again to continue")
     result = evaluate_checkpoint(trained["last"], batch_size=32, progress=False)
     result.update(name=name, kind=kind, system=system, seed=seed, seconds=time.perf_counter() - start)
     result.pop("confusion", None)
