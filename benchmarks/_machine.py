@@ -1,9 +1,12 @@
-"""What a benchmark ran on, in one line: processor, cores, GPU (when used), torch and Python versions."""
+"""What a benchmark ran on, in one line: processor, cores, GPU (when used), torch and Python versions; and how a
+benchmark writes its report."""
 
 from __future__ import annotations
 
+import json
 import os
 import platform
+import sys
 from pathlib import Path
 
 import torch
@@ -23,3 +26,16 @@ def describe_machine(*, gpu: bool = False) -> str:
     if gpu and torch.cuda.is_available():
         parts.insert(0, torch.cuda.get_device_name())
     return ", ".join([*parts, f"torch {torch.__version__}", f"Python {platform.python_version()}", platform.platform()])
+
+
+def write_report(out: Path, name: str, report: dict, table: str, *, argv: list[str] | None, gpu: bool = False) -> None:
+    """Add the machine and the command to ``report``, write ``OUT/NAME.json`` and ``OUT/NAME.md`` (the markdown
+    ``table`` with both), print the JSON on stdout and the table on stderr."""
+    report["machine"] = describe_machine(gpu=gpu)
+    report["command"] = " ".join([f"python benchmarks/{name}.py", *(argv if argv is not None else sys.argv[1:])])
+    text = f"{table}\n\nMachine: {report['machine']}\nCommand: `{report['command']}`\n"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(report, indent=1))
+    (out / f"{name}.md").write_text(text)
+    print(json.dumps(report))
+    print(f"\n{text}", file=sys.stderr)

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import random
 import statistics
 import sys
@@ -38,7 +37,7 @@ from pathlib import Path
 
 import torch
 
-from _machine import describe_machine
+from _machine import write_report
 from adafuse.bench.latency import PAPER_SHARES
 from adafuse.flops import adaptive_macs, profile
 from adafuse.inference.gpu_executor import GpuSparseRecognizer, budget_from_shares, executed_policies
@@ -228,14 +227,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.backends.cudnn.benchmark = True
     start = time.perf_counter()
     rows = [row for b in args.batch_sizes for row in measure(args, b, deadline=start + args.budget_s)]
-    report = {"machine": describe_machine(gpu=True), "rows": rows, "seconds": time.perf_counter() - start,
-              "command": " ".join(["python benchmarks/gpu_infer.py", *(argv if argv is not None else sys.argv[1:])])}
-    text = f"{markdown(rows)}\n\nMachine: {report['machine']}\nCommand: `{report['command']}`\n"
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "gpu_infer.json").write_text(json.dumps(report, indent=1))
-    (args.out / "gpu_infer.md").write_text(text)
-    print(json.dumps(report))
-    print(f"\n{text}", file=sys.stderr)
+    report = {"rows": rows, "seconds": time.perf_counter() - start}
+    write_report(args.out, "gpu_infer", report, markdown(rows), argv=argv, gpu=True)
     return 0
 
 

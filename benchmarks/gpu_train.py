@@ -18,7 +18,6 @@ step above what was allocated before it, plus the variant's own weights and mome
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import statistics
 import sys
@@ -29,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from _machine import describe_machine
+from _machine import write_report
 from adafuse.engine.config import load_config, model_kwargs, resolve_config
 from adafuse.engine.module import RecognitionModule
 from adafuse.flops import profile
@@ -318,14 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("runs/gpu_train"))
     args = parser.parse_args(argv)
     report = run(args)
-    report["machine"] = describe_machine(gpu=True)
-    report["command"] = " ".join(["python benchmarks/gpu_train.py", *(argv if argv is not None else sys.argv[1:])])
-    text = f"{markdown(report)}\n\nMachine: {report['machine']}\nCommand: `{report['command']}`\n"
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "gpu_train.json").write_text(json.dumps(report, indent=1))
-    (args.out / "gpu_train.md").write_text(text)
-    print(json.dumps(report))
-    print(f"\n{text}", file=sys.stderr)
+    write_report(args.out, "gpu_train", report, markdown(report), argv=argv, gpu=True)
     return 0
 
 

@@ -14,7 +14,6 @@ step runs at real size, its time and peak GPU memory. Prints JSON and a markdown
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -26,7 +25,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from _machine import describe_machine
+from _machine import write_report
 from adafuse.data.spec import save_dataset_yaml
 from adafuse.engine.config import load_config, resolve_config
 from adafuse.engine.evaluate import evaluate_checkpoint
@@ -134,14 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         write_something_v1(args.out / "data", num_videos=args.num_videos)
     rows = [measure(name, data=data, out=args.out, batch_size=b, steps=args.steps, workers=args.workers)
             for name in args.configs for b in args.batch_size]
-    machine = describe_machine(gpu=True)
-    command = " ".join(["python benchmarks/real_size.py", *(argv if argv is not None else sys.argv[1:])])
-    report = {"machine": machine, "command": command, "rows": rows}
-    text = f"{markdown(rows)}\n\nMachine: {machine}\nCommand: `{command}`\n"
-    (args.out / "real_size.json").write_text(json.dumps(report, indent=1))
-    (args.out / "real_size.md").write_text(text)
-    print(json.dumps(report))
-    print(f"\n{text}", file=sys.stderr)
+    write_report(args.out, "real_size", {"rows": rows}, markdown(rows), argv=argv, gpu=True)
     return 0
 
 
