@@ -30,9 +30,12 @@ def efficiency_cost(macs: torch.Tensor, table: CostTable, *, kind: str) -> torch
     """The cost term of Eq. 6 from adaptive MACs per video (N,): the batch mean of ``macs / dense`` for
     ``kind="normalized"`` (portable across backbones), or of GMACs per frame for ``"absolute"`` (the
     official scale, where the paper's λ = 0.1 means what it meant there)."""
-    if kind == "normalized":
-        return (macs / table.dense_macs).mean()
-    return (macs / table.num_segments / 1e9).mean()
+    return (macs / _unit(table, kind)).mean()
+
+
+def _unit(table: CostTable, kind: str) -> float:
+    """MACs per video that make one unit of cost: the dense cost (normalized) or a GMAC per frame (absolute)."""
+    return table.dense_macs if kind == "normalized" else table.num_segments * 1e9
 
 
 def efficiency_penalty(
@@ -46,8 +49,7 @@ def efficiency_penalty(
     cost = efficiency_cost(macs, table, kind=kind)
     if target is None:
         return cost
-    dense = efficiency_cost(macs.new_full((1,), table.dense_macs), table, kind=kind)  # where macs are: no copy
-    return torch.relu(cost - target * dense)
+    return torch.relu(cost - target * table.dense_macs / _unit(table, kind))  # a number: nothing copied to the device
 
 
 def efficiency_ramp(step: int, *, start: int = 0, ramp_steps: int = 0) -> float:
