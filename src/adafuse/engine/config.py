@@ -400,7 +400,8 @@ def model_kwargs(config: dict[str, Any]) -> dict[str, Any]:
 
 def resume_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
     """The config to resume a run with: the run's own ``config.yaml`` (in ``trainer.out`` of ``path`` and
-    ``overrides``), updated by ``path`` and ``overrides``, which may change only :data:`RESUME_MAY_CHANGE`."""
+    ``overrides``), updated by ``path`` and ``overrides``, which may change only :data:`RESUME_MAY_CHANGE`
+    (:func:`~adafuse.engine.train.fit` refuses the others, with :func:`check_resume_changes`)."""
     out = Path(load_config(path, overrides)["trainer"]["out"])
     saved = out / "config.yaml"
     if not saved.is_file():
@@ -408,7 +409,6 @@ def resume_config(path: str | Path | None, overrides: list[str] | tuple[str, ...
     run = load_config(saved)
     config = load_config(path, overrides, base=run)
     config["trainer"]["out"] = str(out)  # the run may have been moved since its config.yaml was written
-    check_resume_changes(config, run, out=out)
     return config
 
 

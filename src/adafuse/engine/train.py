@@ -348,7 +348,7 @@ def _fit(config: dict[str, Any], *, resume: bool, callbacks: Sequence[L.Callback
     if resume:
         if not last.is_file():
             raise UserError(f"nothing to resume: {last} does not exist")
-        if (out / "config.yaml").is_file():  # fit(config, resume=True) from the API: the run's config, unchanged
+        if (out / "config.yaml").is_file():  # what the run computes stays the run's (CLI and API alike)
             check_resume_changes(config, load_config(out / "config.yaml"), out=out)
         ckpt = read_checkpoint(last)
         resume_state = ckpt.get("callbacks", {}).get(LastCheckpoint.__qualname__, {}) | {"step": ckpt["global_step"]}
