@@ -32,6 +32,7 @@ def run_stream(executor: SparseRecognizer, clip: torch.Tensor) -> tuple[torch.Te
         ("resnet10_mini", "adafuse_tsn", {}),
         ("resnet18", "adafuse_tsn", {"policy_group_size": 8}),
         ("resnet50", "adafuse_tsm", {"causal_shift": True, "policy_group_size": 16}),
+        ("resnet50", "adafuse_tsn", {"policy_group_size": 16}),  # no shift: lazy reuse reads the block input itself
         ("resnet18", "adafuse_tsm", {"causal_shift": True, "policy_group_size": 8, "shifted_shortcut": True}),
         ("resnet18", "ada_skip", {"policy_group_size": 4}),
     ],

@@ -40,9 +40,18 @@ def test_plain_runs_use_the_papers_lambda_and_the_sweeps_override_it():
     runs = {r["name"]: r for r in study.plan([0])}
     demo = load_config(resolve_config("demo"))["loss"]
     plain = load_config(resolve_config("demo"), runs["temporal_adafuse_tsn_plain_s0"]["overrides"])["loss"]
-    assert demo["efficiency_weight"] == 5.0 and demo["cost_target"] == 0.6  # the budget's stiff λ
+    assert demo["efficiency_weight"] == 40.0 and demo["cost_target"] == 0.6  # the budget's stiff λ
     assert (plain["efficiency_weight"], plain["cost_target"], plain["efficiency_ramp_steps"]) == (0.1, None, 0)
     swept = [r for r in runs.values() if r["overrides"][-1:] == ["loss.efficiency_weight=0.4"]]
     assert len(swept) == 1 and study.variant(swept[0]["overrides"]) == "plain λ=0.4"
     assert load_config(resolve_config("demo"), swept[0]["overrides"])["loss"]["efficiency_weight"] == 0.4
     assert study.variant(list(study.PLAIN)) == "plain λ=0.1"
+    # the sweeps at fewer seeds than the rest
+    some = study.plan([0, 1, 2], sweep_seeds=[0])
+    def is_sweep(name: str) -> bool:  # a plain run at another λ, or another hidden size
+        return "_policy_hidden" in name or ("_plain_" in name and "_plain_s" not in name)
+
+    sweeps = [r for r in some if is_sweep(r["name"])]
+    assert len(sweeps) == len(study.LAMBDAS) + len(study.HIDDEN) and {r["seed"] for r in sweeps} == {0}
+    assert {r["seed"] for r in some if r["overrides"] == ["loss.cost_target=0.5"]} == {0, 1, 2}
+    assert len(study.plan([0, 1, 2])) - len(some) == 2 * (len(study.LAMBDAS) + len(study.HIDDEN))
