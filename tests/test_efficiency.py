@@ -7,6 +7,8 @@ import torch
 
 from adafuse.engine.efficiency import (
     block_health,
+    budget_floor,
+    budget_warning,
     collapse_warning,
     efficiency_cost,
     efficiency_penalty,
@@ -93,7 +95,9 @@ def test_collapse_warning_fires_on_a_collapsed_policy_and_not_on_a_healthy_one()
     assert "layer2.0.fusion collapsed (keep+reuse 6.2% < 10%, skip 93.8%)" in message
     assert "layer3.0.fusion frozen" in message and "layer1.0.fusion" not in message
     assert message.endswith("(raise loss.cost_target or lower loss.efficiency_weight)")
-    assert "loss.cost_target" not in collapse_warning(blocks[2:])  # frozen only: not a matter of the budget
+    frozen_only = collapse_warning(blocks[2:])  # not a matter of the budget, and not called a collapse
+    assert frozen_only.startswith("frozen policy in 1 of 1 blocks: layer3.0.fusion frozen (100.0% of decisions")
+    assert "loss.cost_target" not in frozen_only
     assert collapse_warning(blocks[:1]) is None
     assert block_health({"keep": 0.05, "reuse": 0.06, "skip": 0.89}) == "ok"  # 11% alive: above the floor
 
@@ -127,10 +131,45 @@ def test_training_warns_when_the_policy_collapses(tmp_path, caplog, monkeypatch)
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="adafuse"):
             train.fit(load_config(None, [*common, f"trainer.out={tmp_path / name}"]))
-        return [r.getMessage() for r in caplog.records if "policy collapse" in r.getMessage()]
+        return [r.getMessage() for r in caplog.records if "policy collapse" in r.getMessage()
+                or "frozen policy" in r.getMessage()]
 
     skip = run("skip", SKIP)
     assert len(skip) == 1 and skip[0].startswith("epoch 0: policy collapse in 4 of 4 blocks") and "collapsed" in skip[0]
     header = (tmp_path / "skip" / "metrics.csv").read_text().splitlines()[0]
     assert all(k in header for k in ("val/collapsed_blocks", "train/alive_min", "val/backbone.layer1.0.fusion/skip"))
     assert run("healthy", None) == []
+
+
+@pytest.mark.parametrize(("method", "kwargs"), [("adafuse_tsn", {}), ("adafuse_tsm_last", {"causal_shift": True})])
+def test_budget_floor_is_what_the_executor_runs_with_every_channel_skipped(method, kwargs):
+    # The floor from the cost table equals the MACs the sparse executor really runs when every fused group is
+    # SKIP, over the dense cost; a target under it gets one line naming both numbers, one above it none.
+    from adafuse.flops import profile
+    from adafuse.inference import SparseRecognizer
+    from adafuse.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model(backbone="resnet10_mini", method=method, num_classes=5, num_segments=3, policy_hidden=8,
+                        **kwargs).eval()  # fmt: skip
+    table = profile(model, input_size=32)
+    executor = SparseRecognizer.from_model(model, dispatch="kernel")
+    skip = {b.fusion_name: _mask(torch.full((1, 3, b.groups), SKIP)) for b in executor.blocks if b.policy is not None}
+    executor.forward_with_policies(torch.randn(1, 3, 3, 32, 32), actions=skip)
+    floor = budget_floor(table)
+    assert floor == pytest.approx(executor.stats.macs / table.dense_macs, rel=1e-9)
+    assert budget_warning(table, target=min(floor + 0.01, 1.0)) is None and budget_warning(table, target=None) is None
+    message = budget_warning(table, target=0.3)
+    assert message.startswith(f"loss.cost_target=0.3 is below the lowest cost this model can reach ({floor:.2f} ")
+    if method == "adafuse_tsm_last":  # fusion in the last stage only: no budget of the study's range can be met
+        assert floor > 0.75 and budget_warning(table, target=0.75) is not None
+    else:
+        assert floor < 0.5
+
+
+def test_budget_floor_is_none_without_fusion_policies():
+    from adafuse.flops import profile
+    from adafuse.models import build_model
+
+    model = build_model(backbone="resnet10_mini", method="tsn", num_classes=5, num_segments=3)
+    assert budget_floor(profile(model, input_size=32)) is None

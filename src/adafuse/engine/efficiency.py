@@ -6,6 +6,8 @@
   the plain form's (λ means the same); at or below it the optimizer is free to spend the budget on accuracy.
   Without it, λ·cost pushes towards skipping for as long as training runs, and on data where the
   cross-entropy's pull on the policy is weak it drives every block to skip nearly everything (collapse).
+- :func:`budget_floor`, :func:`budget_warning`: the lowest cost a model's policies can reach (a budget under it
+  is never met, so the hinge acts as the plain form all along).
 - :func:`efficiency_ramp`: the factor on λ per optimizer step — 0 before the start, then linear up to 1 over
   ``ramp_steps`` steps (``ramp_steps=0``: the official step switch, ``--eff_loss_after``).
 - :func:`majority_share`, :func:`block_health`, :func:`collapse_warning`: is a block of the policy dead
@@ -20,7 +22,8 @@ from typing import Any
 
 import torch
 
-from adafuse.flops import CostTable
+from adafuse.flops import CostTable, adaptive_macs
+from adafuse.layers.actions import NUM_ACTIONS, SKIP
 
 COLLAPSE_FLOOR = 0.1  # a block whose keep + reuse share is under this is reported as collapsed
 FROZEN_AGREEMENT = 0.99  # ... and one whose decisions agree with their channel's majority this often, as frozen
@@ -50,6 +53,31 @@ def efficiency_penalty(
     if target is None:
         return cost
     return torch.relu(cost - target * table.dense_macs / _unit(table, kind))  # a number: nothing copied to the device
+
+
+def budget_floor(table: CostTable, *, mode: str = "real") -> float | None:
+    """The lowest cost a model's fusion policies can reach, as a fraction of the dense cost: every fused channel
+    skipped in every frame (the unfused layers stay dense). None for models with other policies (CGNet, AR-Net).
+
+    A ``loss.cost_target`` under it can never be met: the hinge then never switches off, and every lower target
+    trains the same run (AdaFuse-TSM+Last fuses the last stage only: its floor is far above half the dense cost)."""
+    if not table.fusion or table.gated or table.choice:
+        return None
+    skip = torch.zeros(NUM_ACTIONS)
+    skip[SKIP] = 1.0
+    policies = {name: skip.expand(1, table.num_segments, up.numel(), NUM_ACTIONS)
+                for name, (up, _) in table.fusion.items()}  # fmt: skip
+    return float(adaptive_macs(policies, table, batch_size=1, mode=mode, device="cpu")[0]) / table.dense_macs
+
+
+def budget_warning(table: CostTable, *, target: float | None, mode: str = "real") -> str | None:
+    """One line when ``target`` (``loss.cost_target``) is under :func:`budget_floor`, else None."""
+    floor = budget_floor(table, mode=mode) if target is not None else None
+    if floor is None or target >= floor:
+        return None
+    return (f"loss.cost_target={target:g} is below the lowest cost this model can reach ({floor:.2f} of the dense "
+            "cost, every fused channel skipped): the budget is never met, so the penalty acts as λ·cost all along "
+            "and any lower target trains the same run")
 
 
 def efficiency_ramp(step: int, *, start: int = 0, ramp_steps: int = 0) -> float:
@@ -98,8 +126,11 @@ def collapse_warning(blocks: Sequence[dict[str, Any]], *, where: str = "", floor
     if not problems:
         return None
     prefix = f"{where}: " if where else ""
-    advice = " (raise loss.cost_target or lower loss.efficiency_weight)" if "collapsed (" in "".join(problems) else ""
-    return f"{prefix}policy collapse in {len(problems)} of {len(blocks)} blocks: " + "; ".join(problems) + advice
+    collapsed = "collapsed (" in "".join(problems)
+    advice = " (raise loss.cost_target or lower loss.efficiency_weight)" if collapsed else ""
+    # a frozen block still computes: its channel choice is static, not its output dead
+    headline = "policy collapse" if collapsed else "frozen policy"
+    return f"{prefix}{headline} in {len(problems)} of {len(blocks)} blocks: " + "; ".join(problems) + advice
 
 
 def block_shares(mask: torch.Tensor) -> torch.Tensor:

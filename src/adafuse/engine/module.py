@@ -12,7 +12,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from adafuse.checkpoint import checkpoint_meta
-from adafuse.engine.efficiency import block_shares, collapse_warning, efficiency_penalty, efficiency_ramp
+from adafuse.engine.efficiency import (
+    block_shares,
+    budget_warning,
+    collapse_warning,
+    efficiency_penalty,
+    efficiency_ramp,
+)
 from adafuse.engine.evaluate import predict_batch
 from adafuse.engine.metrics import RecognitionMetrics
 from adafuse.flops import CostTable, adaptive_macs
@@ -112,6 +118,11 @@ class RecognitionModule(L.LightningModule):
         return self.model(x)
 
     def on_fit_start(self) -> None:
+        cfg = self.loss_cfg
+        message = budget_warning(self.table, target=cfg["cost_target"], mode=cfg["cost_mode"]) \
+            if cfg["efficiency_weight"] else None  # fmt: skip
+        if message and self.trainer.is_global_zero:
+            log.warning(message)
         # The cost table's per-group costs live where the masks are: costing them then copies nothing per step.
         self.table = self.table.to(self.device)
 
