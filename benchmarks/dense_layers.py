@@ -41,7 +41,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from _machine import describe_machine
+from _machine import write_report
 from adafuse.inference import SparseRecognizer
 from adafuse.inference.group_conv import GroupSparseConv
 from adafuse.inference.kernels import FoldedConv, to_channels_last
@@ -239,17 +239,12 @@ def main(argv: list[str] | None = None) -> int:
     rows = summarize(layers)
     table = markdown(rows) + (
         f"\n\nWhole network, no profiler (median ms): ONNX Runtime {network['onnxruntime']:.1f}, executor "
-        f"{network['executor']:.1f} ({network['executor'] / network['onnxruntime']:.2f})."
+        f"{network['executor']:.1f} ({network['executor'] / network['onnxruntime']:.2f}); {args.threads} torch / "
+        "ONNX Runtime threads."
     )
-    command = "python benchmarks/dense_layers.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    machine = f"{describe_machine()}; {args.threads} torch / ONNX Runtime threads"
-    args.out.mkdir(parents=True, exist_ok=True)
-    report = {"rows": rows, "layers": layers, "network_ms": network, "machine": machine, "command": command,
+    report = {"rows": rows, "layers": layers, "network_ms": network, "threads": args.threads,
               "backbone": args.backbone, "frames": args.frames, "size": args.size}  # fmt: skip
-    (args.out / "dense_layers.json").write_text(json.dumps(report, indent=1))
-    (args.out / "dense_layers.md").write_text(f"{table}\n\nCommand: `{command}`. Machine: {machine}.\n")
-    print(json.dumps({"rows": rows, "network_ms": network, "machine": machine}))
-    print(table, file=sys.stderr)
+    write_report(args.out, "dense_layers", report, table, argv=argv)
     return 0
 
 
