@@ -8,14 +8,17 @@ The dense TSN (random weights) runs a clip of ``--frames`` frames:
 - ``onnxruntime``: exported to ONNX, on ONNX Runtime's CPU provider with profiling on (its optimizer moves the graph
   into its blocked NCHWc layout and fuses ReLU and the residual add into the convolutions): each convolution's
   kernel time in the graph;
-- ``executor``: :class:`~adafuse.inference.SparseRecognizer` on the same model (oneDNN, channels_last, pre-packed
-  weights, ReLU / residual fused), each convolution's time in the network from PyTorch's profiler.
+- ``executor``: :class:`~adafuse.inference.SparseRecognizer` on the same model (channels_last, BatchNorm folded,
+  ReLU / residual fused: the 1×1 convolutions on the compiled 1×1 kernel, conv3 in place into its residual, the
+  others on oneDNN with pre-packed weights), each convolution's time in the network from PyTorch's profiler.
 
 Both run in the same interleaved, shuffled rounds (profiled and not: the whole network's time is that of the
 runs without a profiler), medians over ``--rounds``. Every distinct convolution is then also timed alone
 (interleaved shuffled rounds, median, after one warm-up call) on:
 
-- ``onednn_nhwc_alone``: :meth:`~adafuse.inference.kernels.FoldedConv.dense`, the executor's dense call;
+- ``executor_alone``: :meth:`~adafuse.inference.kernels.FoldedConv.dense`, the executor's dense call (not in
+  place);
+- ``onednn_nhwc_alone``: the same call on oneDNN (what it runs without the compiled kernels, ``ADAFUSE_KERNELS=torch``);
 - ``onednn_blocked_alone``: oneDNN on its own blocked layout (``to_mkldnn`` tensors, nChw8c on AVX2, pre-packed
   weights), the convolution alone (no ReLU, no residual: a lower bound of that layout);
 - ``group_kernel_alone``: the executor's group-sparse kernel (groups of ``--group-size``) with every group active,
@@ -30,7 +33,9 @@ memory, so only the in-network columns add up to a network's time. Layers are su
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import random
 import statistics
 import sys
@@ -43,15 +48,18 @@ from torch import nn
 
 from _machine import write_report
 from adafuse.inference import SparseRecognizer
+from adafuse.inference.extension import ENV
 from adafuse.inference.group_conv import GroupSparseConv
 from adafuse.inference.kernels import FoldedConv, to_channels_last
 from adafuse.models import build_model
 
-ENGINES = ("onnxruntime", "executor", "onednn_nhwc_alone", "onednn_blocked_alone", "group_kernel_alone")
-CONV_OP = "mkldnn::_convolution_pointwise"  # the executor's dense convolutions (fused or not)
+ENGINES = ("onnxruntime", "executor", "executor_alone", "onednn_nhwc_alone", "onednn_blocked_alone",
+           "group_kernel_alone")  # fmt: skip
+CONV_OPS = ("mkldnn::_convolution_pointwise", "adafuse_cpu::conv1x1")  # the executor's dense convolutions
 HEADERS = (
     "ONNX Runtime ms",
     "executor ms",
+    "executor alone",
     "oneDNN NHWC alone",
     "oneDNN blocked alone (conv only)",
     "group kernel alone",
@@ -95,7 +103,7 @@ def in_network(model: nn.Module, clips: torch.Tensor, *, threads: int, rounds: i
         def executor_profiled() -> None:
             with torch_profile(use_kineto=False) as prof:  # the CPU-only profiler
                 executor(clips)
-            convs = [e for e in prof.function_events if e.cpu_parent is None and e.name.startswith(CONV_OP)]
+            convs = [e for e in prof.function_events if e.cpu_parent is None and e.name.startswith(CONV_OPS)]
             executor_runs.append([e.cpu_time_total / 1e3 for e in convs])
 
         profiled.run(None, feeds)  # warm-ups (ONNX Runtime's is dropped from its profile below)
@@ -152,16 +160,32 @@ def _median_ms(fns: dict, rounds: int) -> dict[str, float]:
     return {k: 1000 * statistics.median(v) for k, v in times.items()}
 
 
+@contextlib.contextmanager
+def _environment(name: str, value: str):
+    old = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ[name]
+        else:
+            os.environ[name] = old
+
+
 def time_layer(conv: dict, *, batch: int, rounds: int, group_size: int) -> dict[str, float]:
     """Milliseconds of one convolution alone on the executor's engines (median of interleaved rounds)."""
     k, s = conv["k"], conv["stride"]
     layer = nn.Conv2d(conv["c_in"], conv["c_out"], k, s, k // 2)
     folded = FoldedConv(layer, None)
+    with _environment(ENV, "torch"):  # the same folded conv on oneDNN
+        onednn = FoldedConv(layer, None)
     x = to_channels_last(torch.randn(batch, conv["c_in"], conv["size"], conv["size"]))
     ho, wo = folded.output_size(conv["size"], conv["size"])
     residual = to_channels_last(torch.randn(batch, conv["c_out"], ho, wo)) if conv["residual"] else None
     relu = layer_kind(conv) != "1×1 projection shortcut"
-    fns = {"onednn_nhwc_alone": lambda: folded.dense(x, relu=relu, residual=residual)}
+    fns = {"executor_alone": lambda: folded.dense(x, relu=relu, residual=residual),
+           "onednn_nhwc_alone": lambda: onednn.dense(x, relu=relu, residual=residual)}  # fmt: skip
     blocked_x = x.contiguous().to_mkldnn()
     pad, stride, dil = [k // 2] * 2, [s] * 2, [1, 1]
     blocked_w = torch._C._nn.mkldnn_reorder_conv2d_weight(folded.weight.to_mkldnn(), pad, stride, dil, 1,

@@ -44,7 +44,8 @@ def test_dense_layers_reads_every_convolution_of_the_graph(tmp_path):
     shortcuts = sum(c // 2 * c * s * s for c, s in ((128, 4), (256, 2), (512, 1)))
     assert rows["all convolutions"]["gmacs"] * 1e9 == pytest.approx(2 * (stem + body + shortcuts))
     for r in rows.values():
-        assert all(r[e] > 0 for e in ("onnxruntime", "executor", "onednn_nhwc_alone", "onednn_blocked_alone"))
+        engines = ("onnxruntime", "executor", "executor_alone", "onednn_nhwc_alone", "onednn_blocked_alone")
+        assert all(r[e] > 0 for e in engines)
     assert rows["stem 7×7"]["group_kernel_alone"] is None and rows["3×3"]["group_kernel_alone"] > 0
     assert "| 3×3 + residual | 8 |" in (tmp_path / "dense_layers.md").read_text()
     network = json.loads(done.stdout)["network_ms"]

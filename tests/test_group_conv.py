@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from adafuse.inference import group_conv
+from adafuse.inference import extension
 from adafuse.inference.group_conv import GroupSparseConv
 from adafuse.inference.kernels import FoldedConv, to_channels_last
 
@@ -20,12 +20,12 @@ def backend(request, monkeypatch):
     """Runs a test on the C++ extension (built on first use; must build where there is a compiler) and on the
     pure-PyTorch path."""
     if request.param == "torch":
-        monkeypatch.setenv("ADAFUSE_GROUP_CONV", "torch")
+        monkeypatch.setenv("ADAFUSE_KERNELS", "torch")
     else:
-        monkeypatch.delenv("ADAFUSE_GROUP_CONV", raising=False)
+        monkeypatch.delenv("ADAFUSE_KERNELS", raising=False)
         if not HAS_COMPILER:
             pytest.skip("no C++ compiler: the extension cannot be built here")
-        assert group_conv.extension_ops() is not None, "the extension failed to build"
+        assert extension.extension_ops() is not None, "the extension failed to build"
     return request.param
 
 
@@ -156,7 +156,7 @@ def test_bad_arguments(backend):
 
 @pytest.mark.skipif(not HAS_COMPILER, reason="no C++ compiler")
 def test_extension_checks_its_inputs(monkeypatch):
-    monkeypatch.delenv("ADAFUSE_GROUP_CONV", raising=False)
+    monkeypatch.delenv("ADAFUSE_KERNELS", raising=False)
     conv = GroupSparseConv(torch.randn(32, 16, 1, 1), torch.randn(32), stride=1, padding=0, group_size=8)
     x, out = to_channels_last(torch.randn(2, 16, 4, 4)), to_channels_last(torch.zeros(2, 32, 4, 4))
     with pytest.raises(RuntimeError, match="channels_last"):
@@ -174,9 +174,9 @@ def test_build_failure_falls_back_with_one_warning(monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("Error building extension: c++: not found")
 
-    monkeypatch.delenv("ADAFUSE_GROUP_CONV", raising=False)
+    monkeypatch.delenv("ADAFUSE_KERNELS", raising=False)
     monkeypatch.setattr(torch.utils.cpp_extension, "load", broken)
-    group_conv.extension_ops.cache_clear()
+    extension._build.cache_clear()
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -188,4 +188,4 @@ def test_build_failure_falls_back_with_one_warning(monkeypatch):
         check(convs[0], nhwc(2, 16, 3, 3, gen=gen), out_groups=torch.tensor([[True, False], [False, True]]),
               in_source=torch.tensor([[1, -1], [0, 1]]), batch=2, gen=gen)  # fmt: skip
     finally:
-        group_conv.extension_ops.cache_clear()  # later tests load the real extension again
+        extension._build.cache_clear()  # later tests load the real extension again

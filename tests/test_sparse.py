@@ -141,7 +141,7 @@ def test_forced_actions_are_run_and_returned():
 
 
 def test_pure_pytorch_kernels_give_the_same_results(monkeypatch):
-    monkeypatch.setenv("ADAFUSE_GROUP_CONV", "torch")  # the path that runs where the extension cannot be built
+    monkeypatch.setenv("ADAFUSE_KERNELS", "torch")  # the path that runs where the extension cannot be built
     model = tiny("resnet50", "adafuse_tsm", t=3, policy_group_size=8)
     clip = torch.randn(2, 3, 3, SIZE, SIZE)
     executor = SparseRecognizer.from_model(model, dispatch="kernel")

@@ -348,7 +348,7 @@ def _eq5_ratio(decided: list[dict[str, torch.Tensor]], table, tsn_macs: float, m
 
 # Categories of the operators a path calls directly (top-level profiler events), for the time profile.
 _CATEGORIES = {
-    "adafuse_group_conv::forward": "group kernels",
+    "adafuse_cpu::group_conv": "group kernels", "adafuse_cpu::conv1x1": "dense convs",
     "mkldnn::_convolution_pointwise": "dense convs", "aten::mkldnn_convolution": "dense convs",
     "aten::conv2d": "dense convs", "aten::convolution": "dense convs",
     "aten::addmm": "policy + head GEMMs", "aten::argmax": "policy + head GEMMs", "aten::index": "policy + head GEMMs",

@@ -9,71 +9,26 @@ in place into a full-width output.
 
 Two back ends, same results:
 
-- a small C++ extension (``csrc/group_conv.cpp``) on the batch-reduce GEMM micro-kernel PyTorch exports from
-  oneDNN (``at::native::cpublas::brgemm``): weights packed once per (output group, input group) as K-major
-  blocks; a 1×1 reads activations in place, runs of consecutive input groups from the same row merged into one
-  reduction chunk; a 3×3 gathers the active input groups of a block of output pixels once into a patch matrix
-  (each group from its own row, zeros for the padding) that serves every output group, all taps in one
-  reduction. Built with ninja on first use and cached in torch's extensions directory
-  (``TORCH_EXTENSIONS_DIR``, by default ``~/.cache/torch_extensions``);
+- the compiled op (``csrc/group_conv.cpp``, built by :mod:`adafuse.inference.extension`) on the batch-reduce
+  GEMM micro-kernel PyTorch exports from oneDNN (``at::native::cpublas::brgemm``): weights packed once per
+  (output group, input group) as K-major blocks; a 1×1 reads activations in place, runs of consecutive input
+  groups from the same row merged into one reduction chunk; a 3×3 gathers the active input groups of a block of
+  output pixels once into a patch matrix (each group from its own row, zeros for the padding) that serves every
+  output group, all taps in one reduction;
 - pure PyTorch (gather the input groups, ``F.conv2d``, write the computed groups back): used when the extension
-  cannot be built (one warning says why) or when ``ADAFUSE_GROUP_CONV=torch`` is set in the environment.
+  cannot be built (one warning says why) or when ``ADAFUSE_KERNELS=torch`` is set in the environment.
 """
 
 from __future__ import annotations
 
-import functools
-import os
-import warnings
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
 
-_SOURCE = Path(__file__).with_name("csrc") / "group_conv.cpp"
-_ENV = "ADAFUSE_GROUP_CONV"  # "torch": use the pure-PyTorch path
+from adafuse.inference.extension import extension_ops
+
 # Output pixels per work item: rows of the output are grouped until a block holds about this many pixels (a tile of
 # 32 channels then stays in the L1/L2 cache while its input runs accumulate into it).
 _TILE_PIXELS = 256
-
-
-@functools.cache
-def extension_ops() -> object | None:
-    """The compiled ops namespace (``torch.ops.adafuse_group_conv``), built on first call; None, with one warning,
-    when it cannot be built (the first build takes about half a minute; later processes load the cached build)."""
-    path = os.environ.get("PATH", "")
-    try:
-        from torch.utils.cpp_extension import load
-
-        try:  # the ninja package's binary, for a virtual environment that is used without being activated
-            import ninja
-
-            os.environ["PATH"] = os.pathsep.join([ninja.BIN_DIR, path])
-        except ImportError:
-            pass
-
-        # The heavy lifting is oneDNN's JIT code; the compiler only vectorises the epilogue, for this machine's
-        # vector unit (named in the build's name, so machines sharing a cache directory do not mix builds).
-        isa = torch.backends.cpu.get_cpu_capability()
-        flags = ["-O3", *(["-mavx2", "-mfma"] if isa in ("AVX2", "AVX512") else [])]
-        load(
-            name=f"adafuse_group_conv_{isa.lower()}",
-            sources=[str(_SOURCE)],
-            extra_cflags=flags,
-            is_python_module=False,
-            verbose=False,
-        )
-    except Exception as e:  # no compiler, no ninja, missing headers...: the PyTorch path gives the same results
-        warnings.warn(
-            f"adafuse: the group-sparse convolution extension could not be built ({type(e).__name__}: "
-            f"{str(e).strip().splitlines()[-1] if str(e).strip() else e!r}); using the slower pure-PyTorch path",
-            RuntimeWarning,
-            stacklevel=2,
-        )
-        return None
-    finally:
-        os.environ["PATH"] = path
-    return torch.ops.adafuse_group_conv
 
 
 class GroupSparseConv:
@@ -104,7 +59,7 @@ class GroupSparseConv:
         self.stride, self.padding, self.group_size = stride, padding, group_size
         self.weight = weight.detach().float().contiguous()
         self.bias = bias.detach().float().contiguous()
-        self._ops = None if os.environ.get(_ENV) == "torch" else extension_ops()
+        self._ops = extension_ops()
         if self._ops is not None:
             # (G_out, G_in, taps, group, group): for output group j, input group q's taps as K-major (group, group)
             # blocks one after the other, so consecutive input groups are one contiguous (K, group) matrix of the
@@ -148,7 +103,7 @@ class GroupSparseConv:
             ``out``.
         """
         if self._ops is not None:
-            self._ops.forward(
+            self._ops.group_conv(
                 x, self._packed, self.bias, out, out_groups, in_source, residual,
                 self.kernel_size, self.stride, self.padding, self.group_size, relu, _TILE_PIXELS,
             )  # fmt: skip

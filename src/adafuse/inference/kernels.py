@@ -1,11 +1,20 @@
-"""BatchNorm-folded dense convolutions of the executor, on oneDNN with weights pre-packed once.
+"""BatchNorm-folded dense convolutions of the executor, weights pre-packed once.
 
 Activations are ``(B, C, H, W)`` tensors in ``torch.channels_last`` memory (NHWC): on oneDNN this avoids the
-activation reorders PyTorch inserts around every NCHW convolution. :meth:`FoldedConv.dense` runs all channels with
-the weight pre-packed once per input size into oneDNN's blocked layout (a plain weight is re-laid out on every call,
-which dominates the deep, weight-heavy layers at batch 1); ReLU, and the residual add + ReLU of a ResNet block, are
-fused into the convolution. The policy-controlled convolutions run on the group-sparse kernels of
-:mod:`adafuse.inference.group_conv` (:meth:`FoldedConv.group_sparse` builds one on the same folded weight).
+activation reorders PyTorch inserts around every NCHW convolution. :meth:`FoldedConv.dense` runs all channels, ReLU
+and the residual add + ReLU of a ResNet block fused in:
+
+- 1×1 convolutions (a bottleneck's conv1 and conv3, the projection shortcuts) on the compiled 1×1 micro-kernel
+  (``csrc/conv1x1.cpp``): weights packed once in 16-channel panels, bias, residual and ReLU applied in registers
+  before the single store, optionally into the residual's own buffer (``in_place``). oneDNN's NHWC 1×1 on AVX2
+  runs the expanding conv3 + residual at 1.24–1.47× ONNX Runtime's time; this kernel at about ONNX Runtime's
+  (docs/speed.md);
+- everything else (and every conv when the extension is not built) on oneDNN, the weight pre-packed once per
+  input size into oneDNN's blocked layout (a plain weight is re-laid out on every call, which dominates the deep,
+  weight-heavy layers at batch 1).
+
+The policy-controlled convolutions run on the group-sparse kernels of :mod:`adafuse.inference.group_conv`
+(:meth:`FoldedConv.group_sparse` builds one on the same folded weight).
 """
 
 from __future__ import annotations
@@ -16,10 +25,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from adafuse.inference.extension import extension_ops
 from adafuse.inference.group_conv import GroupSparseConv
 
 # oneDNN's fused convolution with pre-packed weights (what inductor's CPU freezing uses); F.conv2d otherwise.
 _MKLDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+# Output pixels per work item of the 1×1 kernel: a block's input rows serve a chunk of 16-channel weight panels from
+# the L1/L2 cache (96 to 1024 ran alike on ResNet-50's shapes; docs/kernels.md).
+_BLOCK_PIXELS = 256
+_LANES = 16  # output channels per weight panel of the 1×1 kernel
 
 
 def fold_batchnorm(conv: nn.Conv2d, bn: nn.BatchNorm2d | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -33,6 +47,13 @@ def fold_batchnorm(conv: nn.Conv2d, bn: nn.BatchNorm2d | None) -> tuple[torch.Te
     if bn.affine:
         scale, shift = scale * bn.weight.detach().float(), shift * bn.weight.detach().float() + bn.bias.detach().float()
     return (weight * scale[:, None, None, None]).contiguous(), bias * scale + shift
+
+
+def global_avg_pool(x: torch.Tensor) -> torch.Tensor:
+    """Global average pooling of an NHWC tensor, (B, C, H, W) -> (B, C): a sum over the rows of the (B, H·W, C)
+    view, the fastest of mean / GEMV / sum on these CPUs."""
+    b, c, h, w = x.shape
+    return x.permute(0, 2, 3, 1).reshape(b, h * w, c).sum(dim=1).mul_(1.0 / (h * w))
 
 
 def to_channels_last(x: torch.Tensor) -> torch.Tensor:
@@ -58,6 +79,12 @@ class FoldedConv:
         self.stride, self.padding, self.dilation = list(conv.stride), list(conv.padding), list(conv.dilation)
         self._packed: dict[tuple[int, ...], torch.Tensor] = {}
         self._fused = _MKLDNN  # False once oneDNN's fused op has refused a call: F.conv2d from then on
+        self._ops = None  # the compiled 1×1 kernel, for the 1×1 convolutions it runs
+        pointwise = (kh, kw) == (1, 1) and self.padding == [0, 0] and self.dilation == [1, 1]
+        if pointwise and self.stride[0] == self.stride[1] in (1, 2) and self.out_channels % _LANES == 0:
+            self._ops = extension_ops()
+            # (C_out / 16, C_in, 16): panel j holds output channels [16j, 16j + 16) for every input channel, K-major
+            self._panels = self.weight.view(-1, _LANES, self.in_channels).transpose(1, 2).contiguous()
 
     def output_size(self, h: int, w: int) -> tuple[int, int]:
         """Spatial size of the output for an ``h × w`` input."""
@@ -105,7 +132,33 @@ class FoldedConv:
             )
         return self._packed[key]
 
-    def dense(self, x: torch.Tensor, *, relu: bool, residual: torch.Tensor | None = None) -> torch.Tensor:
-        """All channels: x (B, C_in, H, W) -> (B, C_out, H', W'). ``residual`` (B, C_out, H', W') is added before a
-        final ReLU (which ``residual`` implies)."""
-        return self._conv(x, self._packed_weight(x), self.bias, relu, residual)
+    def dense(
+        self, x: torch.Tensor, *, relu: bool, residual: torch.Tensor | None = None, in_place: bool = False
+    ) -> torch.Tensor:
+        """All channels: x (B, C_in, H, W) NHWC -> (B, C_out, H', W') NHWC. ``residual`` (B, C_out, H', W') NHWC is
+        added before a final ReLU (which ``residual`` implies); ``in_place``: the result may be written into
+        ``residual``'s buffer (the caller no longer needs it), which saves a fresh output and its memory traffic."""
+        if self._ops is None:
+            return self._conv(x, self._packed_weight(x), self.bias, relu, residual)
+        return self._pointwise(x, relu, residual, in_place, None)
+
+    def dense_and_mean(
+        self, x: torch.Tensor, *, relu: bool, residual: torch.Tensor | None = None, in_place: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`dense` and the global average pool of its result, (B, C_out): on the 1×1 kernel the pool is
+        summed from the output registers (no second pass over the output)."""
+        if self._ops is None:
+            out = self.dense(x, relu=relu, residual=residual)
+            return out, global_avg_pool(out)
+        mean = torch.empty(x.shape[0], self.out_channels)
+        return self._pointwise(x, relu, residual, in_place, mean), mean
+
+    def _pointwise(self, x, relu: bool, residual, in_place: bool, mean: torch.Tensor | None) -> torch.Tensor:
+        if residual is not None and in_place:
+            out = residual
+        else:
+            h, w = self.output_size(*x.shape[2:])
+            out = torch.empty(x.shape[0], h, w, self.out_channels).permute(0, 3, 1, 2)
+        self._ops.conv1x1(x, self._panels, self.bias, out, residual, mean, self.stride[0],
+                          relu or residual is not None, _BLOCK_PIXELS)  # fmt: skip
+        return out

@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 
 from adafuse.errors import UserError
-from adafuse.inference.kernels import FoldedConv, to_channels_last
+from adafuse.inference.kernels import FoldedConv, global_avg_pool, to_channels_last
 from adafuse.layers.actions import KEEP, NUM_ACTIONS, REUSE, actions_to_mask, mask_to_actions
 from adafuse.layers.adaptive_fusion import AdaptiveFusion
 from adafuse.layers.fusion import Policies
@@ -111,13 +111,6 @@ class ExecutionStats:
         return {name: float(n) / total for name, n in zip(("keep", "reuse", "skip"), self.actions, strict=True)}
 
 
-def _pool(x: torch.Tensor) -> torch.Tensor:
-    """Global average pooling of an NHWC tensor, (B, C, H, W) -> (B, C): a sum over the rows of the (B, H·W, C)
-    view, the fastest of mean / GEMV / sum on these CPUs."""
-    b, c, h, w = x.shape
-    return x.permute(0, 2, 3, 1).reshape(b, h * w, c).sum(dim=1).mul_(1.0 / (h * w))
-
-
 def _empty_like_output(conv: FoldedConv, x: torch.Tensor, rows: int | None = None) -> torch.Tensor:
     """An uninitialised NHWC output buffer of ``conv`` for input x: (rows or B, C_out, H', W')."""
     h, w = conv.output_size(*x.shape[2:])
@@ -154,10 +147,16 @@ class SparseState:
 
 
 class _Block:
-    """One residual block, folded: :meth:`clip` runs all frames of N clips, :meth:`step` one frame of B streams."""
+    """One residual block, folded: :meth:`clip` runs all frames of N clips, :meth:`step` one frame of B streams.
 
-    def __init__(self, block: BasicBlock | Bottleneck, name: str, stage: int, dispatch: str) -> None:
+    ``pool_output``: whatever reads this block's output pools it (the next block's policy, or the head), so a
+    bottleneck returns that pool with its output, summed by the conv3 kernel as it writes the output."""
+
+    def __init__(
+        self, block: BasicBlock | Bottleneck, name: str, stage: int, dispatch: str, *, pool_output: bool
+    ) -> None:
         self.name, self.stage = name, stage
+        self.pool_output = pool_output
         self.fusion_name = f"backbone.{name}.fusion"  # the key of its policy, as the recognizer names it
         self.bottleneck = isinstance(block, Bottleneck)
         self.conv1 = FoldedConv(block.conv1, block.bn1)
@@ -184,10 +183,19 @@ class _Block:
             if dispatch == "auto" and self.group_size < MIN_KERNEL_GROUP:
                 self.dispatch = "dense"
 
-    def _residual_branch_end(self, out2: torch.Tensor, identity: torch.Tensor, stats: ExecutionStats) -> torch.Tensor:
+    def _residual_branch_end(
+        self, out2: torch.Tensor, identity: torch.Tensor, stats: ExecutionStats, *, in_place: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """A bottleneck's conv3 + residual + ReLU (a BasicBlock's residual is already in ``out2``) -> (block
+        output, its global average pool (B, C) with ``pool_output``, else None). ``in_place``: the output may
+        overwrite ``identity`` (nothing reads it afterwards)."""
         if not self.bottleneck:
-            return out2
-        return self._count_dense(stats, self.conv3, self.conv3.dense(out2, relu=True, residual=identity))
+            return out2, None
+        if self.pool_output:
+            out, mean = self.conv3.dense_and_mean(out2, relu=True, residual=identity, in_place=in_place)
+        else:
+            out, mean = self.conv3.dense(out2, relu=True, residual=identity, in_place=in_place), None
+        return self._count_dense(stats, self.conv3, out), mean
 
     def _count_dense(self, stats: ExecutionStats, conv: FoldedConv, out: torch.Tensor) -> torch.Tensor:
         stats.macs += conv.macs(out)
@@ -209,15 +217,19 @@ class _Block:
     # --- clip mode ------------------------------------------------------------------------------------------------
 
     def clip(
-        self, x: torch.Tensor, n: int, t: int, forced: torch.Tensor | None, stats: ExecutionStats
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """x (N·T, C_in, H, W) NHWC, rows ordered (clip, frame) -> (block output, action ids (N·T, G) or None)."""
+        self, x: torch.Tensor, v: torch.Tensor | None, n: int, t: int, forced: torch.Tensor | None, stats
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """x (N·T, C_in, H, W) NHWC, rows ordered (clip, frame), and its global average pool v (N·T, C_in) or None
+        -> (block output, its pool or None, action ids (N·T, G) or None)."""
         xs = self._shift_clip(x, n, t)
         identity = self._identity(x, xs, stats)
-        if self.policy is None:
-            return self._residual_branch_end(self._dense_pair(xs, identity, stats), identity, stats), None
+        if self.policy is None:  # clip mode: nothing reads the block input (or its projection) after conv3
+            out, mean = self._residual_branch_end(self._dense_pair(xs, identity, stats), identity, stats,
+                                                  in_place=True)  # fmt: skip
+            return out, mean, None
         rows = xs.shape[0]
-        v = _pool(xs)
+        # the pool of the shifted input is the shifted pool (the shift moves whole channel planes between frames)
+        v = global_avg_pool(xs) if v is None else self._shift_clip(v, n, t)
         v_prev = None
         if self.policy.history:  # [v_{t-1}, v_t], v_{-1} = 0, for all frames of the clip at once
             v3 = v.view(n, t, -1)
@@ -239,10 +251,12 @@ class _Block:
             source = torch.where(keep, row, torch.where(reuse, row - 1, -1))  # the conv1 row conv2 reads per group
             y1 = self._sparse_conv1(xs, None, need, stats)
             out2 = self._sparse_conv2(y1, source, bool(keep.all()), identity, stats)
-        return self._residual_branch_end(out2, identity, stats), ids
+        out, mean = self._residual_branch_end(out2, identity, stats, in_place=True)
+        return out, mean, ids
 
     def _shift_clip(self, x: torch.Tensor, n: int, t: int) -> torch.Tensor:
-        """The temporal shift over whole clips (bidirectional or causal), zeros at the clip ends."""
+        """The temporal shift over whole clips (bidirectional or causal), zeros at the clip ends: x (N·T, C, ...)
+        (activations, or their pools)."""
         if not self.fold:
             return x
         f = self.fold
@@ -312,10 +326,10 @@ class _Block:
     # --- streaming ------------------------------------------------------------------------------------------------
 
     def step(
-        self, x: torch.Tensor, st: _BlockState, first: torch.Tensor, forced: torch.Tensor | None, stats
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """One frame of B streams: x (B, C_in, H, W) NHWC, ``first`` (B,) bool (a stream's first frame) ->
-        (block output, action ids (B, G) or None)."""
+        self, x: torch.Tensor, v: torch.Tensor | None, st: _BlockState, first: torch.Tensor, forced, stats
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """One frame of B streams: x (B, C_in, H, W) NHWC, its pool v (B, C_in) or None, ``first`` (B,) bool (a
+        stream's first frame) -> (block output, its pool or None, action ids (B, G) or None)."""
         xs = x
         if self.fold:  # causal TSM: the first channels come from the previous frame (zeros at the start)
             xs = x.clone()
@@ -324,9 +338,11 @@ class _Block:
             st.shift_prev = x[:, : self.fold].clone()
         identity = self._identity(x, xs, stats)
         if self.policy is None:
-            return self._residual_branch_end(self._dense_pair(xs, identity, stats), identity, stats), None
+            out, mean = self._residual_branch_end(self._dense_pair(xs, identity, stats), identity, stats,
+                                                  in_place=True)  # fmt: skip
+            return out, mean, None
         b = xs.shape[0]
-        v = _pool(xs)
+        v = global_avg_pool(xs) if v is None or self.fold else v
         v_prev = None if st.v_prev is None else torch.where(first[:, None], 0.0, st.v_prev)
         ids = self.policy(v_prev, v)
         stats.macs += b * self.policy.macs_per_frame
@@ -340,7 +356,9 @@ class _Block:
             out2 = self._masked_dense_step(xs, identity, st, keep, reuse, stats)
         else:
             out2 = self._sparse_step(xs, identity, st, keep, reuse, stats)
-        return self._residual_branch_end(out2, identity, stats), ids
+        # the next frame's lazy reuse reads this block input (st.x_prev) again: it must not be overwritten
+        out, mean = self._residual_branch_end(out2, identity, stats, in_place=identity is not st.x_prev)
+        return out, mean, ids
 
     def _sparse_step(self, xs, identity, st: _BlockState, keep, reuse, stats) -> torch.Tensor:
         b = xs.shape[0]
@@ -403,10 +421,12 @@ class SparseRecognizer:
             raise ValueError(f"dispatch must be one of {', '.join(DISPATCH)}, got {dispatch!r}")
         check_supported(model)
         net: ResNet = model.backbone
+        layers = [(stage, j, block) for stage in range(net.num_stages)
+                  for j, block in enumerate(getattr(net, f"layer{stage + 1}"))]  # fmt: skip
         blocks = []
-        for stage in range(net.num_stages):
-            for j, block in enumerate(getattr(net, f"layer{stage + 1}")):
-                blocks.append(_Block(block, f"layer{stage + 1}.{j}", stage, dispatch))
+        for i, (stage, j, block) in enumerate(layers):
+            pooled = i + 1 == len(layers) or layers[i + 1][2].fusion is not None  # the head, or a policy, pools it
+            blocks.append(_Block(block, f"layer{stage + 1}.{j}", stage, dispatch, pool_output=pooled))
         head = (model.head.weight.detach().float().cpu(), model.head.bias.detach().float().cpu())
         return cls(stem=FoldedConv(net.conv1, net.bn1), blocks=blocks, head=head)
 
@@ -441,9 +461,10 @@ class SparseRecognizer:
         self.stats.macs += self.stem.macs(x)
         return F.max_pool2d(x, 3, 2, 1)
 
-    def _head(self, x: torch.Tensor) -> torch.Tensor:
+    def _head(self, x: torch.Tensor, v: torch.Tensor | None) -> torch.Tensor:
+        """Logits from the last block's output x or its pool v (None: pooled here)."""
         self.stats.macs += self.head_weight.numel() * x.shape[0]
-        return torch.addmm(self.head_bias, _pool(x), self.head_weight.t())
+        return torch.addmm(self.head_bias, global_avg_pool(x) if v is None else v, self.head_weight.t())
 
     def forward_with_policies(
         self, clips: torch.Tensor, *, actions: Mapping[str, torch.Tensor] | None = None, per_frame: bool = False
@@ -466,12 +487,12 @@ class SparseRecognizer:
         forced = self._forced(actions, n, t)
         policies = {}
         with torch.inference_mode():
-            x = self._stem(clips.flatten(0, 1))
+            x, v = self._stem(clips.flatten(0, 1)), None
             for block in self.blocks:
-                x, ids = block.clip(x, n, t, forced.get(block.fusion_name), self.stats)
+                x, v, ids = block.clip(x, v, n, t, forced.get(block.fusion_name), self.stats)
                 if ids is not None:
                     policies[block.fusion_name] = actions_to_mask(ids).view(n, t, block.groups, NUM_ACTIONS)
-            logits = self._head(x).view(n, t, -1)
+            logits = self._head(x, v).view(n, t, -1)
         self.stats.frames += n * t
         return (logits if per_frame else logits.mean(dim=1)), policies
 
@@ -515,12 +536,12 @@ class SparseRecognizer:
         first = torch.from_numpy(state.frames == 0)
         policies = {}
         with torch.inference_mode():
-            x = self._stem(frames)
+            x, v = self._stem(frames), None
             for block, st in zip(self.blocks, state.blocks, strict=True):
-                x, ids = block.step(x, st, first, forced.get(block.fusion_name), self.stats)
+                x, v, ids = block.step(x, v, st, first, forced.get(block.fusion_name), self.stats)
                 if ids is not None:
                     policies[block.fusion_name] = actions_to_mask(ids).view(b, 1, block.groups, NUM_ACTIONS)
-            logits = self._head(x)
+            logits = self._head(x, v)
         self.stats.frames += b
         state.frames += 1
         return logits, policies

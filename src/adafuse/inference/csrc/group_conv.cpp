@@ -18,7 +18,7 @@
 // many multiply-accumulates; the gather costs one copy of the active input per output pixel block, against a
 // reduction that reads it (active output channels) times.
 //
-// Registered as torch.ops.adafuse_group_conv.forward (see adafuse/inference/group_conv.py).
+// Registered as torch.ops.adafuse_cpu.group_conv (see adafuse/inference/group_conv.py).
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -329,9 +329,9 @@ void forward(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, c
 
 }  // namespace
 
-TORCH_LIBRARY(adafuse_group_conv, m) {
+TORCH_LIBRARY_FRAGMENT(adafuse_cpu, m) {
   m.def(
-      "forward(Tensor x, Tensor weight, Tensor bias, Tensor(a!) out, Tensor? out_groups, Tensor? in_source, "
+      "group_conv(Tensor x, Tensor weight, Tensor bias, Tensor(a!) out, Tensor? out_groups, Tensor? in_source, "
       "Tensor? residual, int kernel_size, int stride, int padding, int group_size, bool relu, int tile_pixels) -> ()");
-  m.impl("forward", c10::DispatchKey::CPU, TORCH_FN(forward));
+  m.impl("group_conv", c10::DispatchKey::CPU, TORCH_FN(forward));
 }
