@@ -93,6 +93,28 @@ def test_random_masks_other_rows_residual_relu(backend, kernel, stride, group_si
 
 
 @pytest.mark.parametrize("kernel,stride", GEOMETRIES)
+def test_two_threads_compute_the_same(backend, kernel, stride):
+    """The extension is built with OpenMP: its work items really run on two threads, and must agree with one."""
+    gen = torch.Generator().manual_seed(kernel + stride)
+    conv = GroupSparseConv(torch.randn(64, 32, kernel, kernel, generator=gen), torch.randn(64, generator=gen),
+                           stride=stride, padding=kernel // 2, group_size=8)  # fmt: skip
+    x = nhwc(3, 32, 9, 9, gen=gen)
+    out_groups = torch.rand(3, 8, generator=gen) < 0.5
+    in_source = torch.randint(-1, 3, (3, 4), generator=gen)
+    outs = []
+    threads = torch.get_num_threads()
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            out = to_channels_last(torch.zeros(3, 64, *conv.output_size(9, 9)))
+            outs.append(conv(x, out=out, out_groups=out_groups, in_source=in_source, relu=True))
+    finally:
+        torch.set_num_threads(threads)
+    torch.testing.assert_close(outs[0], outs[1], rtol=1e-6, atol=1e-6)
+    check(conv, x, out_groups=out_groups, in_source=in_source, relu=True, batch=3, gen=gen)
+
+
+@pytest.mark.parametrize("kernel,stride", GEOMETRIES)
 def test_all_and_no_groups(backend, kernel, stride):
     gen = torch.Generator().manual_seed(kernel + stride)
     c, g, batch = 32, 8, 2

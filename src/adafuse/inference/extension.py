@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 import warnings
 from pathlib import Path
 
@@ -49,13 +50,16 @@ def _build() -> object | None:
 
         # The 1×1 micro-kernel is AVX2 + FMA intrinsics when the compiler is told the machine has them (plain
         # loops otherwise); the build is named after this machine's vector unit, so that machines sharing a cache
-        # directory do not mix builds.
+        # directory do not mix builds. at::parallel_for is an OpenMP pragma in ATen's headers: without -fopenmp it
+        # compiles to one thread (torch's Linux wheels load libgomp.so.1, which the extension then shares).
         isa = torch.backends.cpu.get_cpu_capability()
-        flags = ["-O3", *(["-mavx2", "-mfma"] if isa in ("AVX2", "AVX512") else [])]
+        openmp = ["-fopenmp"] if sys.platform.startswith("linux") else []
+        flags = ["-O3", *openmp, *(["-mavx2", "-mfma"] if isa in ("AVX2", "AVX512") else [])]
         load(
             name=f"adafuse_cpu_{isa.lower()}",
             sources=[str(s) for s in _SOURCES],
             extra_cflags=flags,
+            extra_ldflags=openmp,
             is_python_module=False,
             verbose=False,
         )

@@ -160,9 +160,10 @@ void conv1x1(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, c
   float* op = out.data_ptr<float>();
 
   const int64_t HW = Ho * Wo, panels = N / kLanes;
-  // A chunk of panels whose weights fill about 256 KiB (half of L2); each sample's pixels split evenly into blocks of
-  // about block_pixels (whole micro-tiles but the last), so that no block spans two samples (the pool's sums).
-  const int64_t chunk = std::clamp<int64_t>((int64_t{1} << 16) / (K * kLanes), 1, panels);
+  // A chunk of panels whose weights over one reduction slice fill about 256 KiB (half of L2); each sample's pixels
+  // split evenly into blocks of about block_pixels (whole micro-tiles but the last), so that no block spans two
+  // samples (the pool's sums).
+  const int64_t chunk = std::clamp<int64_t>((int64_t{1} << 16) / (std::min(K, kSliceK) * kLanes), 1, panels);
   const int64_t n_chunks = (panels + chunk - 1) / chunk;
   const int64_t per_sample = std::max<int64_t>(1, (HW + block_pixels / 2) / std::max<int64_t>(block_pixels, 1));
   const int64_t block = ((HW + per_sample - 1) / per_sample + kRows - 1) / kRows * kRows;
