@@ -1,6 +1,7 @@
 """Shared fixtures: tiny models and clips (CPU, seconds)."""
 
 import os
+import shutil
 
 import pytest
 import torch
@@ -11,6 +12,24 @@ if not torch.cuda.is_available():
     os.environ["TRITON_INTERPRET"] = "1"
 
 from adafuse.layers import KEEP, REUSE, SKIP, AdaptiveFusion
+
+HAS_COMPILER = shutil.which("c++") is not None or shutil.which("g++") is not None
+
+
+@pytest.fixture(params=["extension", "torch"])
+def backend(request, monkeypatch):
+    """Runs a test on the compiled CPU kernels (built on first use; must build where there is a compiler) and on
+    the PyTorch / oneDNN paths that run without them."""
+    from adafuse.inference import extension
+
+    if request.param == "torch":
+        monkeypatch.setenv("ADAFUSE_KERNELS", "torch")
+    else:
+        monkeypatch.delenv("ADAFUSE_KERNELS", raising=False)
+        if not HAS_COMPILER:
+            pytest.skip("no C++ compiler: the extension cannot be built here")
+        assert extension.extension_ops() is not None, "the extension failed to build"
+    return request.param
 
 
 @pytest.fixture(autouse=True)

@@ -1,8 +1,6 @@
 """FoldedConv's dense 1×1 path (the compiled micro-kernel) against F.conv2d: shapes with every kind of tail,
 strides, ReLU / residual / in place, the fused pool, threads; and the oneDNN path that runs without the extension."""
 
-import shutil
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -10,21 +8,7 @@ from torch import nn
 
 from adafuse.inference import extension
 from adafuse.inference.kernels import FoldedConv, global_avg_pool, to_channels_last
-
-HAS_COMPILER = shutil.which("c++") is not None or shutil.which("g++") is not None
-
-
-@pytest.fixture(params=["extension", "torch"])
-def backend(request, monkeypatch):
-    """The compiled 1×1 kernel (must build where there is a compiler), and oneDNN without it."""
-    if request.param == "torch":
-        monkeypatch.setenv("ADAFUSE_KERNELS", "torch")
-    else:
-        monkeypatch.delenv("ADAFUSE_KERNELS", raising=False)
-        if not HAS_COMPILER:
-            pytest.skip("no C++ compiler: the extension cannot be built here")
-        assert extension.extension_ops() is not None, "the extension failed to build"
-    return request.param
+from conftest import HAS_COMPILER
 
 
 def folded(c_in: int, c_out: int, stride: int, seed: int) -> FoldedConv:

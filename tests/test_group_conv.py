@@ -1,6 +1,5 @@
 """GroupSparseConv: both back ends against F.conv2d on the masked input, in-place semantics, errors, the fallback."""
 
-import shutil
 import warnings
 
 import pytest
@@ -11,22 +10,7 @@ from torch import nn
 from adafuse.inference import extension
 from adafuse.inference.group_conv import GroupSparseConv
 from adafuse.inference.kernels import FoldedConv, to_channels_last
-
-HAS_COMPILER = shutil.which("c++") is not None or shutil.which("g++") is not None
-
-
-@pytest.fixture(params=["extension", "torch"])
-def backend(request, monkeypatch):
-    """Runs a test on the C++ extension (built on first use; must build where there is a compiler) and on the
-    pure-PyTorch path."""
-    if request.param == "torch":
-        monkeypatch.setenv("ADAFUSE_KERNELS", "torch")
-    else:
-        monkeypatch.delenv("ADAFUSE_KERNELS", raising=False)
-        if not HAS_COMPILER:
-            pytest.skip("no C++ compiler: the extension cannot be built here")
-        assert extension.extension_ops() is not None, "the extension failed to build"
-    return request.param
+from conftest import HAS_COMPILER
 
 
 def reference(x, weight, bias, *, stride, out0, out_groups, in_source, relu, residual, group_size):
