@@ -23,6 +23,8 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include "nhwc.h"
+
 #include <algorithm>
 #include <optional>
 #include <vector>
@@ -32,6 +34,8 @@
 #endif
 
 namespace {
+
+using adafuse::check_nhwc;
 
 constexpr int64_t kRows = 6;       // pixels per micro-tile
 constexpr int64_t kLanes = 16;     // output channels per micro-tile (two ymm registers)
@@ -124,12 +128,6 @@ inline void micro_tile(const Tile& t, const float* b, int64_t k0, int64_t k1, co
 using MicroTile = void (*)(const Tile&, const float*, int64_t, int64_t, const float*, bool, bool, bool);
 constexpr MicroTile kMicroTiles[kRows + 1] = {nullptr,        micro_tile<1>, micro_tile<2>, micro_tile<3>,
                                                micro_tile<4>, micro_tile<5>, micro_tile<6>};
-
-void check_nhwc(const at::Tensor& t, const char* name) {
-  TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == at::kFloat && t.dim() == 4, name,
-              " must be a 4-d float32 CPU tensor");
-  TORCH_CHECK(t.is_contiguous(at::MemoryFormat::ChannelsLast), name, " must be channels_last contiguous");
-}
 
 void conv1x1(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, const at::Tensor& out,
              const std::optional<at::Tensor>& residual, const std::optional<at::Tensor>& mean, int64_t stride,

@@ -25,12 +25,16 @@
 #include <ATen/native/CPUBlas.h>
 #include <torch/library.h>
 
+#include "nhwc.h"
+
 #include <algorithm>
 #include <cstring>
 #include <optional>
 #include <vector>
 
 namespace {
+
+using adafuse::check_nhwc;
 
 struct Run {  // 1x1: input channels [k0, k0 + k) of input row `src`
   int64_t src, k0, k;
@@ -160,12 +164,6 @@ void epilogue(const Geometry& g, const float* acc, const float* bias, const floa
     case 64: return epilogue_n<64>(g, acc, bias, res, relu, out, y0, y1);
     default: return epilogue_n<0>(g, acc, bias, res, relu, out, y0, y1);
   }
-}
-
-void check_nhwc(const at::Tensor& t, const char* name) {
-  TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == at::kFloat && t.dim() == 4, name,
-              " must be a 4-d float32 CPU tensor");
-  TORCH_CHECK(t.is_contiguous(at::MemoryFormat::ChannelsLast), name, " must be channels_last contiguous");
 }
 
 // The longest chunk of input groups a 3x3 GEMM reduces over: about 512 K rows, so that the chunk's packed weights
