@@ -83,6 +83,7 @@ class FoldedConv:
         pointwise = (kh, kw) == (1, 1) and self.padding == [0, 0] and self.dilation == [1, 1]
         if pointwise and self.stride[0] == self.stride[1] in (1, 2) and self.out_channels % _LANES == 0:
             self._ops = extension_ops()
+        if self._ops is not None:
             # (C_out / 16, C_in, 16): panel j holds output channels [16j, 16j + 16) for every input channel, K-major
             self._panels = self.weight.view(-1, _LANES, self.in_channels).transpose(1, 2).contiguous()
 
