@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from _machine import describe_machine
+from _study import fit_run
 
 WIDTHS = (16, 32, 64, 128)  # resnet10_mini's stage widths: decisions per block = width / group
 
@@ -30,7 +31,6 @@ def run_one(*, group: int, seed: int, out: Path, epochs: int | None) -> dict:
     """Train and evaluate AdaFuse-TSN with policies over groups of ``group`` channels; returns its result."""
     from adafuse.engine.config import load_config, resolve_config
     from adafuse.engine.evaluate import evaluate_checkpoint
-    from adafuse.engine.train import fit
 
     name = f"g{group}_s{seed}"
     run_dir = out / "runs" / name
@@ -40,10 +40,7 @@ def run_one(*, group: int, seed: int, out: Path, epochs: int | None) -> dict:
         *([f"optim.epochs={epochs}"] if epochs else []),
     ]  # fmt: skip
     start = time.perf_counter()
-    resume = (run_dir / "checkpoints" / "last.ckpt").is_file()
-    trained = fit(load_config(resolve_config("demo"), overrides), resume=resume)
-    if trained["interrupted"]:  # not a result: stop, a re-run resumes it
-        raise SystemExit(f"interrupted: {run_dir}; run the study again to continue")
+    trained = fit_run(load_config(resolve_config("demo"), overrides), run_dir)
     result = evaluate_checkpoint(trained["last"], batch_size=32, progress=False)
     return {**result, "name": name, "group": group, "seed": seed, "seconds": time.perf_counter() - start}
 

@@ -30,6 +30,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from _machine import describe_machine
+from _study import fit_run
 
 KINDS = ("temporal", "static", "camera")
 TEMPORAL_KINDS = ("temporal", "camera")  # the two families' order-dependent benchmarks
@@ -88,7 +89,6 @@ def run_one(run: dict, *, out: Path, epochs: int | None, quiet: bool) -> dict:
     """Train and evaluate one run; returns its result (also written to ``out/results``)."""
     from adafuse.engine.config import load_config, resolve_config
     from adafuse.engine.evaluate import evaluate_checkpoint
-    from adafuse.engine.train import fit
 
     data = out / "data" / run["kind"] / "dataset.yaml"
     run_dir = out / "runs" / run["name"]
@@ -99,10 +99,7 @@ def run_one(run: dict, *, out: Path, epochs: int | None, quiet: bool) -> dict:
         overrides.append(f"optim.epochs={epochs}")
     config = load_config(resolve_config("demo"), overrides)
     start = time.perf_counter()
-    resume = (run_dir / "checkpoints" / "last.ckpt").is_file()
-    trained = fit(config, resume=resume)
-    if trained["interrupted"]:  # not a result: stop, a re-run resumes it
-        raise SystemExit(f"interrupted: {run_dir}; run the study again to continue")
+    trained = fit_run(config, run_dir)
     result = evaluate_checkpoint(trained["last"], batch_size=32, progress=not quiet)
     result.update({k: run[k] for k in ("name", "kind", "method", "seed", "overrides")})
     result["lambda"] = config["loss"]["efficiency_weight"]

@@ -24,6 +24,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from _machine import describe_machine
+from _study import fit_run
 
 # (row name, overrides of the demo config)
 SYSTEMS = {
@@ -40,7 +41,6 @@ def run_one(kind: str, system: str, seed: int, *, out: Path, epochs: int | None)
     """Train and evaluate one run; returns its result."""
     from adafuse.engine.config import load_config, resolve_config
     from adafuse.engine.evaluate import evaluate_checkpoint
-    from adafuse.engine.train import fit
 
     name = f"{kind}_{system}_s{seed}"
     run_dir = out / "runs" / name
@@ -50,9 +50,7 @@ def run_one(kind: str, system: str, seed: int, *, out: Path, epochs: int | None)
         overrides.append(f"optim.epochs={epochs}")
     config = load_config(resolve_config("demo"), overrides)
     start = time.perf_counter()
-    trained = fit(config, resume=(run_dir / "checkpoints" / "last.ckpt").is_file())
-    if trained["interrupted"]:  # not a result: stop, a re-run resumes it
-        raise SystemExit(f"interrupted: {run_dir}; run the study again to continue")
+    trained = fit_run(config, run_dir)
     result = evaluate_checkpoint(trained["last"], batch_size=32, progress=False)
     result.update(name=name, kind=kind, system=system, seed=seed, seconds=time.perf_counter() - start)
     result.pop("confusion", None)

@@ -55,3 +55,24 @@ def test_plain_runs_use_the_papers_lambda_and_the_sweeps_override_it():
     assert len(sweeps) == len(study.LAMBDAS) + len(study.HIDDEN) and {r["seed"] for r in sweeps} == {0}
     assert {r["seed"] for r in some if r["overrides"] == ["loss.cost_target=0.5"]} == {0, 1, 2}
     assert len(study.plan([0, 1, 2])) - len(some) == 2 * (len(study.LAMBDAS) + len(study.HIDDEN))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("script", "args", "key"),
+    [
+        ("systems_study.py", ["--quick", "--systems", "trn"], "system"),
+        ("group_study.py", ["--groups", "8", "--seeds", "0", "--epochs", "1", "--num-videos", "48"], "group"),
+    ],
+)
+def test_other_studies_train_each_run_once(tmp_path, script, args, key):
+    """The systems and group studies train their runs (with the study's resumable fit_run) and keep the results:
+    a second call trains nothing and reports the same rows."""
+    command = [sys.executable, str(SCRIPT.with_name(script)), "--out", str(tmp_path), "--threads", "1", *args]
+    first = json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout.splitlines()[0])
+    assert [r[key] for r in first["rows"]] and all(0 <= r["top1"] <= 100 for r in first["rows"])
+    checkpoints = sorted(tmp_path.glob("runs/*/checkpoints/last.ckpt"))
+    assert checkpoints and len(checkpoints) == len(list((tmp_path / "results").glob("*.json")))
+    stamps = [p.stat().st_mtime_ns for p in checkpoints]
+    again = json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout.splitlines()[0])
+    assert again["rows"] == first["rows"] and [p.stat().st_mtime_ns for p in checkpoints] == stamps
