@@ -55,7 +55,7 @@ from adafuse.models import build_model
 
 ENGINES = ("onnxruntime", "executor", "executor_alone", "onednn_nhwc_alone", "onednn_blocked_alone",
            "group_kernel_alone")  # fmt: skip
-CONV_OPS = ("mkldnn::_convolution_pointwise", "adafuse_cpu::conv1x1")  # the executor's dense convolutions
+CONV_OPS = ("mkldnn::_convolution_pointwise", "adafuse_cpu::conv1x1", "adafuse_cpu::conv_rows")  # dense convs
 HEADERS = (
     "ONNX Runtime ms",
     "executor ms",

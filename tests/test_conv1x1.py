@@ -67,10 +67,11 @@ def test_dense_1x1_is_the_same_on_two_threads(backend):
 
 
 def test_other_convolutions_run_on_onednn():
-    """Not a 1×1, or C_out off the 16-channel panel: oneDNN, with the pool computed after it."""
-    for conv in (folded(16, 24, 1, seed=0), FoldedConv(nn.Conv2d(16, 32, 3, padding=1), None)):
+    """C_out off the 16-channel panel, or a 3×3 over more than 64 values per kernel row: oneDNN, with the pool
+    computed after it."""
+    for conv in (folded(16, 24, 1, seed=0), FoldedConv(nn.Conv2d(24, 32, 3, padding=1), None)):
         assert conv._ops is None
-        x = to_channels_last(torch.randn(2, 16, 5, 5))
+        x = to_channels_last(torch.randn(2, conv.in_channels, 5, 5))
         y = F.conv2d(x, conv.weight, conv.bias, conv.stride, conv.padding)
         out, mean = conv.dense_and_mean(x, relu=True)
         torch.testing.assert_close(out, y.relu(), rtol=1e-5, atol=1e-5)

@@ -77,6 +77,26 @@ def test_random_masks_other_rows_residual_relu(backend, kernel, stride, group_si
 
 
 @pytest.mark.parametrize("kernel,stride", GEOMETRIES)
+@pytest.mark.parametrize("group_size", [16, 32, 64])
+def test_long_reductions_and_many_samples(backend, kernel, stride, group_size):
+    """320 input channels (longer than a 3×3 reduction chunk: several chunks per output group; sample 0 reads all
+    of them from its own row, one run) and 45 samples of 5×5 maps."""
+    gen = torch.Generator().manual_seed(kernel * 10 + stride + group_size)
+    c_in, c_out, batch = 320, 64, 45
+    conv = GroupSparseConv(
+        torch.randn(c_out, c_in, kernel, kernel, generator=gen), torch.randn(c_out, generator=gen),
+        stride=stride, padding=kernel // 2, group_size=group_size,
+    )  # fmt: skip
+    x = nhwc(batch, c_in, 5, 5, gen=gen)
+    ho, wo = conv.output_size(5, 5)
+    in_source = torch.randint(-1, batch, (batch, c_in // group_size), generator=gen)
+    in_source[0] = 0
+    out_groups = torch.rand(batch, c_out // group_size, generator=gen) < 0.7
+    residual = nhwc(batch, c_out, ho, wo, gen=gen)
+    check(conv, x, out_groups=out_groups, in_source=in_source, relu=True, residual=residual, batch=batch, gen=gen)
+
+
+@pytest.mark.parametrize("kernel,stride", GEOMETRIES)
 def test_two_threads_compute_the_same(backend, kernel, stride):
     """The extension is built with OpenMP: its work items really run on two threads, and must agree with one."""
     gen = torch.Generator().manual_seed(kernel + stride)

@@ -349,6 +349,7 @@ def _eq5_ratio(decided: list[dict[str, torch.Tensor]], table, tsn_macs: float, m
 # Categories of the operators a path calls directly (top-level profiler events), for the time profile.
 _CATEGORIES = {
     "adafuse_cpu::group_conv": "group kernels", "adafuse_cpu::conv1x1": "dense convs",
+    "adafuse_cpu::conv_rows": "stem (+ max pool)",
     "mkldnn::_convolution_pointwise": "dense convs", "aten::mkldnn_convolution": "dense convs",
     "aten::conv2d": "dense convs", "aten::convolution": "dense convs",
     "aten::addmm": "policy + head GEMMs", "aten::argmax": "policy + head GEMMs", "aten::index": "policy + head GEMMs",
@@ -358,7 +359,8 @@ _CATEGORIES = {
 
 def profile_categories(fn: Callable[[], Any], *, repeats: int = 3) -> dict[str, float]:
     """Milliseconds per call of ``fn`` by category, from PyTorch's profiler (the median call of ``repeats``):
-    dense convs (oneDNN), group kernels, pooling (the policies' global average pools), policy + head GEMMs,
+    dense convs (the 1×1 kernel and oneDNN), the stem (+ max pool, fused in the row kernel), group kernels, pooling
+    (the policies' global average pools), policy + head GEMMs,
     other operators (masks, buffers, shifts, copies), and Python (the call's wall time not inside an operator).
     The profiler's own per-operator cost lands mostly in "other" and "Python"."""
     from torch.autograd.profiler import profile as torch_profile

@@ -4,11 +4,15 @@ Activations are ``(B, C, H, W)`` tensors in ``torch.channels_last`` memory (NHWC
 activation reorders PyTorch inserts around every NCHW convolution. :meth:`FoldedConv.dense` runs all channels, ReLU
 and the residual add + ReLU of a ResNet block fused in:
 
-- 1×1 convolutions (a bottleneck's conv1 and conv3, the projection shortcuts) on the compiled 1×1 micro-kernel
+- 1×1 convolutions (a bottleneck's conv1 and conv3, the projection shortcuts) on the compiled 1×1 kernel
   (``csrc/conv1x1.cpp``): weights packed once in 16-channel panels, bias, residual and ReLU applied in registers
   before the single store, optionally into the residual's own buffer (``in_place``). oneDNN's NHWC 1×1 on AVX2
   runs the expanding conv3 + residual at 1.24–1.47× ONNX Runtime's time; this kernel at about ONNX Runtime's
   (docs/speed.md);
+- thin-input convolutions (a stem: 7×7 over 3 channels) on the compiled row kernel (``csrc/conv_rows.cpp``): the
+  input is zero-padded once, so each kernel row of a pixel is one contiguous run of ``kw · C_in`` values against
+  the same panels (oneDNN's NHWC kernel runs a ResNet stem at 1.3–1.6× ONNX Runtime's time, this one ~25% faster
+  than oneDNN);
 - everything else (and every conv when the extension is not built) on oneDNN, the weight pre-packed once per
   input size into oneDNN's blocked layout (a plain weight is re-laid out on every call, which dominates the deep,
   weight-heavy layers at batch 1).
@@ -19,7 +23,9 @@ The policy-controlled convolutions run on the group-sparse kernels of :mod:`adaf
 
 from __future__ import annotations
 
+import math
 import warnings
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -33,7 +39,10 @@ _MKLDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_c
 # Output pixels per work item of the 1×1 kernel: a block's input rows serve a chunk of 16-channel weight panels from
 # the L1/L2 cache (96 to 1024 ran alike on ResNet-50's shapes; docs/kernels.md).
 _BLOCK_PIXELS = 256
-_LANES = 16  # output channels per weight panel of the 1×1 kernel
+_LANES = 16  # output channels per weight panel of the compiled kernels
+# Convolutions whose kernel rows hold at most this many input values (kw · C_in: a stem's 7 × 3 = 21) run on the
+# compiled row kernel (csrc/conv_rows.cpp); wider ones on oneDNN, which runs them faster than it.
+_ROW_VALUES = 64
 
 
 def fold_batchnorm(conv: nn.Conv2d, bn: nn.BatchNorm2d | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -79,22 +88,30 @@ class FoldedConv:
         self.stride, self.padding, self.dilation = list(conv.stride), list(conv.padding), list(conv.dilation)
         self._packed: dict[tuple[int, ...], torch.Tensor] = {}
         self._fused = _MKLDNN  # False once oneDNN's fused op has refused a call: F.conv2d from then on
-        self._ops = None  # the compiled 1×1 kernel, for the 1×1 convolutions it runs
+        # The compiled kernels run the 1×1 convolutions and the thin-input ones (a stem), C_out a multiple of 16.
         pointwise = (kh, kw) == (1, 1) and self.padding == [0, 0] and self.dilation == [1, 1]
-        if pointwise and self.stride[0] == self.stride[1] in (1, 2) and self.out_channels % _LANES == 0:
-            self._ops = extension_ops()
+        thin = kw * self.in_channels <= _ROW_VALUES and self.dilation == [1, 1]
+        ops = extension_ops() if self.out_channels % _LANES == 0 and self.stride[0] == self.stride[1] else None
+        self._kernel = None  # the compiled kernel this convolution runs on: "conv1x1", "conv_rows" or None (oneDNN)
+        if ops is not None and pointwise and self.stride[0] in (1, 2):
+            self._kernel = "conv1x1"
+        elif ops is not None and thin and not pointwise:
+            self._kernel = "conv_rows"
+        self._ops = ops if self._kernel is not None else None
         if self._ops is not None:
-            # (C_out / 16, C_in, 16): panel j holds output channels [16j, 16j + 16) for every input channel, K-major
-            self._panels = self.weight.view(-1, _LANES, self.in_channels).transpose(1, 2).contiguous()
+            # (C_out / 16, kh · kw · C_in, 16): panel j holds output channels [16j, 16j + 16) for every (kernel row,
+            # kernel column, input channel), K-major: the order of an NHWC input's values along a kernel row
+            k = kh * kw * self.in_channels
+            self._panels = self.weight.permute(0, 2, 3, 1).reshape(-1, _LANES, k).transpose(1, 2).contiguous()
 
     def output_size(self, h: int, w: int) -> tuple[int, int]:
         """Spatial size of the output for an ``h × w`` input."""
         (kh, kw), (sh, sw), (ph, pw), (dh, dw) = self.kernel_size, self.stride, self.padding, self.dilation
         return (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
 
-    def macs(self, out: torch.Tensor) -> int:
-        """Multiply-accumulates of a dense call that produced ``out``."""
-        return out.numel() * self.in_channels * self.kernel_size[0] * self.kernel_size[1]
+    def macs(self, out_shape: Sequence[int]) -> int:
+        """Multiply-accumulates of a dense call whose output has shape ``out_shape`` (B, C_out, H', W')."""
+        return math.prod(out_shape) * self.in_channels * self.kernel_size[0] * self.kernel_size[1]
 
     def group_sparse(self, group_size: int) -> GroupSparseConv:
         """The same folded convolution on the group-sparse kernels, deciding per ``group_size`` channels."""
@@ -139,7 +156,9 @@ class FoldedConv:
         """All channels: x (B, C_in, H, W) NHWC -> (B, C_out, H', W') NHWC. ``residual`` (B, C_out, H', W') NHWC is
         added before a final ReLU (which ``residual`` implies); ``in_place``: the result may be written into
         ``residual``'s buffer (the caller no longer needs it), which saves a fresh output and its memory traffic."""
-        if self._ops is None:
+        if self._kernel == "conv_rows":
+            return self._rows(x, relu, residual)
+        if self._kernel is None:
             return self._conv(x, self._packed_weight(x), self.bias, relu, residual)
         return self._pointwise(x, relu, residual, in_place, None)
 
@@ -148,11 +167,19 @@ class FoldedConv:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`dense` and the global average pool of its result, (B, C_out): on the 1×1 kernel the pool is
         summed from the output registers (no second pass over the output)."""
-        if self._ops is None:
+        if self._kernel != "conv1x1":
             out = self.dense(x, relu=relu, residual=residual)
             return out, global_avg_pool(out)
         mean = torch.empty(x.shape[0], self.out_channels)
         return self._pointwise(x, relu, residual, in_place, mean), mean
+
+    def dense_max_pool(self, x: torch.Tensor) -> torch.Tensor:
+        """A ResNet stem: ReLU(conv(x)), then a 3×3 max pool of stride 2 and padding 1. x (B, C_in, H, W), any memory
+        layout -> (B, C_out, H'', W'') NHWC. On the row kernel the pool is fused: the full-size convolution output
+        (25 MB for a clip of 8 at 224 px) is never written."""
+        if self._kernel == "conv_rows":
+            return self._rows(x, True, None, max_pool=True)
+        return F.max_pool2d(self.dense(to_channels_last(x), relu=True), 3, 2, 1)
 
     def _pointwise(self, x, relu: bool, residual, in_place: bool, mean: torch.Tensor | None) -> torch.Tensor:
         if residual is not None and in_place:
@@ -162,4 +189,17 @@ class FoldedConv:
             out = torch.empty(x.shape[0], h, w, self.out_channels).permute(0, 3, 1, 2)
         self._ops.conv1x1(x, self._panels, self.bias, out, residual, mean, self.stride[0],
                           relu or residual is not None, _BLOCK_PIXELS)  # fmt: skip
+        return out
+
+    def _rows(self, x: torch.Tensor, relu: bool, residual: torch.Tensor | None, *, max_pool: bool = False):
+        (kh, kw), (ph, pw) = self.kernel_size, self.padding
+        b, c, h, w = x.shape
+        padded = torch.zeros(b, h + 2 * ph, w + 2 * pw, c)  # the kernel reads whole kernel rows: padding included
+        padded[:, ph : ph + h, pw : pw + w] = x.permute(0, 2, 3, 1)
+        ho, wo = self.output_size(h, w)
+        if max_pool:
+            ho, wo = (ho - 1) // 2 + 1, (wo - 1) // 2 + 1
+        out = torch.empty(b, ho, wo, self.out_channels).permute(0, 3, 1, 2)
+        self._ops.conv_rows(padded.permute(0, 3, 1, 2), self._panels, self.bias, out, residual, kh, kw,
+                            self.stride[0], relu or residual is not None, max_pool, _BLOCK_PIXELS)  # fmt: skip
         return out

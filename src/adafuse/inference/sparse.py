@@ -41,10 +41,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from adafuse.errors import UserError
-from adafuse.inference.kernels import FoldedConv, global_avg_pool, to_channels_last
+from adafuse.inference.kernels import FoldedConv, global_avg_pool
 from adafuse.layers.actions import KEEP, NUM_ACTIONS, REUSE, actions_to_mask, mask_to_actions
 from adafuse.layers.adaptive_fusion import AdaptiveFusion
 from adafuse.layers.fusion import Policies
@@ -198,7 +197,7 @@ class _Block:
         return self._count_dense(stats, self.conv3, out), mean
 
     def _count_dense(self, stats: ExecutionStats, conv: FoldedConv, out: torch.Tensor) -> torch.Tensor:
-        stats.macs += conv.macs(out)
+        stats.macs += conv.macs(out.shape)
         return out
 
     def _identity(self, x: torch.Tensor, xs: torch.Tensor, stats: ExecutionStats) -> torch.Tensor:
@@ -457,9 +456,9 @@ class SparseRecognizer:
         return ids
 
     def _stem(self, frames: torch.Tensor) -> torch.Tensor:
-        x = self.stem.dense(to_channels_last(frames.float()), relu=True)
-        self.stats.macs += self.stem.macs(x)
-        return F.max_pool2d(x, 3, 2, 1)
+        b, _, h, w = frames.shape
+        self.stats.macs += self.stem.macs((b, self.stem.out_channels, *self.stem.output_size(h, w)))
+        return self.stem.dense_max_pool(frames.float())
 
     def _head(self, x: torch.Tensor, v: torch.Tensor | None) -> torch.Tensor:
         """Logits from the last block's output x or its pool v (None: pooled here)."""

@@ -23,111 +23,20 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include "micro_tile.h"
 #include "nhwc.h"
 
 #include <algorithm>
 #include <optional>
 #include <vector>
 
-#if defined(__AVX2__) && defined(__FMA__)
-#include <immintrin.h>
-#endif
-
 namespace {
 
 using adafuse::check_nhwc;
+using adafuse::kLanes;
+using adafuse::kRows;
 
-constexpr int64_t kRows = 6;       // pixels per micro-tile
-constexpr int64_t kLanes = 16;     // output channels per micro-tile (two ymm registers)
-constexpr int64_t kSliceK = 256;   // input channels per reduction slice: a (kSliceK x 16) panel slice is 16 KiB
-
-struct Tile {
-  const float* a[kRows];  // the input row (K values) of each pixel
-  float* c[kRows];        // where each pixel's 16 outputs go (ld = N)
-  const float* r[kRows];  // its residual, or nullptr
-  float* sum;             // where the tile's 16 channel sums over its pixels are added, or nullptr
-};
-
-// One (R x 16) micro-tile over input channels [k0, k1) of panel b (K x 16). first: start from the bias and add the
-// residual; otherwise start from the stored partial sums. last: apply the ReLU (when asked) before the store and
-// add the tile's channel sums to t.sum.
-template <int R>
-inline void micro_tile(const Tile& t, const float* b, int64_t k0, int64_t k1, const float* bias, bool first,
-                       bool last, bool relu) {
-#if defined(__AVX2__) && defined(__FMA__)
-  // Twelve named accumulators, not an array: GCC keeps an indexed array on the stack and reloads it every step.
-  __m256 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;
-  const __m256 zero = _mm256_setzero_ps();
-#define ADAFUSE_ROWS(X) X(0, c00, c01) X(1, c10, c11) X(2, c20, c21) X(3, c30, c31) X(4, c40, c41) X(5, c50, c51)
-#define ADAFUSE_INIT(i, lo, hi)                                                              \
-  if constexpr (i < R) {                                                                     \
-    lo = _mm256_loadu_ps(first ? bias : t.c[i]);                                             \
-    hi = _mm256_loadu_ps(first ? bias + 8 : t.c[i] + 8);                                     \
-  }
-#define ADAFUSE_FMA(i, lo, hi)                                                               \
-  if constexpr (i < R) {                                                                     \
-    const __m256 v = _mm256_broadcast_ss(a##i + k);                                          \
-    lo = _mm256_fmadd_ps(v, w0, lo);                                                         \
-    hi = _mm256_fmadd_ps(v, w1, hi);                                                         \
-  }
-#define ADAFUSE_STORE(i, lo, hi)                                                             \
-  if constexpr (i < R) {                                                                     \
-    if (first && t.r[i] != nullptr) {                                                        \
-      lo = _mm256_add_ps(lo, _mm256_loadu_ps(t.r[i]));                                       \
-      hi = _mm256_add_ps(hi, _mm256_loadu_ps(t.r[i] + 8));                                   \
-    }                                                                                        \
-    if (last && relu) {                                                                      \
-      lo = _mm256_max_ps(lo, zero);                                                          \
-      hi = _mm256_max_ps(hi, zero);                                                          \
-    }                                                                                        \
-    _mm256_storeu_ps(t.c[i], lo);                                                            \
-    _mm256_storeu_ps(t.c[i] + 8, hi);                                                        \
-  }
-  ADAFUSE_ROWS(ADAFUSE_INIT)
-  const float *a0 = t.a[0], *a1 = t.a[R > 1 ? 1 : 0], *a2 = t.a[R > 2 ? 2 : 0], *a3 = t.a[R > 3 ? 3 : 0],
-              *a4 = t.a[R > 4 ? 4 : 0], *a5 = t.a[R > 5 ? 5 : 0];
-  const float* bk = b + k0 * kLanes;
-  for (int64_t k = k0; k < k1; ++k, bk += kLanes) {
-    const __m256 w0 = _mm256_loadu_ps(bk), w1 = _mm256_loadu_ps(bk + 8);
-    ADAFUSE_ROWS(ADAFUSE_FMA)
-  }
-  ADAFUSE_ROWS(ADAFUSE_STORE)
-  if (last && t.sum != nullptr) {
-    __m256 lo = c00, hi = c01;
-    if constexpr (R > 1) lo = _mm256_add_ps(lo, c10), hi = _mm256_add_ps(hi, c11);
-    if constexpr (R > 2) lo = _mm256_add_ps(lo, c20), hi = _mm256_add_ps(hi, c21);
-    if constexpr (R > 3) lo = _mm256_add_ps(lo, c30), hi = _mm256_add_ps(hi, c31);
-    if constexpr (R > 4) lo = _mm256_add_ps(lo, c40), hi = _mm256_add_ps(hi, c41);
-    if constexpr (R > 5) lo = _mm256_add_ps(lo, c50), hi = _mm256_add_ps(hi, c51);
-    _mm256_storeu_ps(t.sum, _mm256_add_ps(_mm256_loadu_ps(t.sum), lo));
-    _mm256_storeu_ps(t.sum + 8, _mm256_add_ps(_mm256_loadu_ps(t.sum + 8), hi));
-  }
-#undef ADAFUSE_STORE
-#undef ADAFUSE_FMA
-#undef ADAFUSE_INIT
-#undef ADAFUSE_ROWS
-#else
-  float acc[R][kLanes];
-  for (int r = 0; r < R; ++r)
-    for (int64_t l = 0; l < kLanes; ++l)
-      acc[r][l] = first ? bias[l] : t.c[r][l];
-  for (int64_t k = k0; k < k1; ++k)
-    for (int r = 0; r < R; ++r)
-      for (int64_t l = 0; l < kLanes; ++l) acc[r][l] += t.a[r][k] * b[k * kLanes + l];
-  for (int r = 0; r < R; ++r)
-    if (first && t.r[r] != nullptr)
-      for (int64_t l = 0; l < kLanes; ++l) acc[r][l] += t.r[r][l];
-  for (int r = 0; r < R; ++r)
-    for (int64_t l = 0; l < kLanes; ++l) {
-      t.c[r][l] = last && relu && acc[r][l] < 0.f ? 0.f : acc[r][l];
-      if (last && t.sum != nullptr) t.sum[l] += t.c[r][l];
-    }
-#endif
-}
-
-using MicroTile = void (*)(const Tile&, const float*, int64_t, int64_t, const float*, bool, bool, bool);
-constexpr MicroTile kMicroTiles[kRows + 1] = {nullptr,        micro_tile<1>, micro_tile<2>, micro_tile<3>,
-                                               micro_tile<4>, micro_tile<5>, micro_tile<6>};
+constexpr int64_t kSliceK = 256;  // input channels per reduction slice: a (kSliceK x 16) panel slice is 16 KiB
 
 void conv1x1(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, const at::Tensor& out,
              const std::optional<at::Tensor>& residual, const std::optional<at::Tensor>& mean, int64_t stride,
@@ -183,9 +92,10 @@ void conv1x1(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, c
         const int64_t k1 = std::min(K, k0 + kSliceK);
         for (int64_t p = p0; p < p1; p += kRows) {
           const int64_t rows = std::min(kRows, p1 - p);
-          Tile t;
+          adafuse::Tile t;
+          adafuse::Segment seg{{}, k0 * kLanes, k1 - k0};
+          for (int64_t r = 0; r < kRows; ++r) seg.a[r] = in_row(p + std::min(r, rows - 1)) + k0;
           for (int64_t r = 0; r < rows; ++r) {
-            t.a[r] = in_row(p + r);
             t.c[r] = op + (p + r) * N + j0 * kLanes;
             t.r[r] = res == nullptr ? nullptr : res + (p + r) * N + j0 * kLanes;
           }
@@ -195,7 +105,7 @@ void conv1x1(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, c
               if (res != nullptr && res != op) __builtin_prefetch(res + r * N + j * kLanes, 0);
             }
             t.sum = block_sums == nullptr ? nullptr : block_sums + j * kLanes;
-            kMicroTiles[rows](t, wp + j * K * kLanes, k0, k1, bp + j * kLanes, k0 == 0, k1 == K, relu);
+            adafuse::kMicroTiles[rows](t, &seg, 1, wp + j * K * kLanes, bp + j * kLanes, k0 == 0, k1 == K, relu);
             for (int64_t r = 0; r < rows; ++r) {
               t.c[r] += kLanes;
               if (t.r[r] != nullptr) t.r[r] += kLanes;
