@@ -97,6 +97,27 @@ def test_long_reductions_and_many_samples(backend, kernel, stride, group_size):
 
 
 @pytest.mark.parametrize("kernel,stride", GEOMETRIES)
+def test_mean_of_the_output(backend, kernel, stride):
+    """With every output group computed, the call also fills the output's global average pool (summed in the
+    epilogue, over blocks of rows: a 20×20 map is two blocks); with chosen output groups it refuses to."""
+    gen = torch.Generator().manual_seed(kernel * 3 + stride)
+    conv = GroupSparseConv(torch.randn(64, 32, kernel, kernel, generator=gen), torch.randn(64, generator=gen),
+                           stride=stride, padding=kernel // 2, group_size=16)  # fmt: skip
+    x = nhwc(4, 32, 20, 20, gen=gen)
+    ho, wo = conv.output_size(20, 20)
+    in_source = torch.randint(-1, 4, (3, 2), generator=gen)
+    residual = nhwc(3, 64, ho, wo, gen=gen)
+    out, mean = to_channels_last(torch.empty(3, 64, ho, wo)), torch.full((3, 64), float("nan"))
+    conv(x, out=out, out_groups=None, in_source=in_source, relu=True, residual=residual, mean=mean)
+    want = reference(x, conv.weight, conv.bias, stride=stride, out0=out, out_groups=None, in_source=in_source,
+                     relu=True, residual=residual, group_size=16)  # fmt: skip
+    torch.testing.assert_close(out, want, rtol=1e-4, atol=1e-4 * want.abs().max().item())
+    torch.testing.assert_close(mean, want.mean(dim=(2, 3)), rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="mean"):
+        conv(x, out=out, out_groups=torch.ones(3, 4, dtype=torch.bool), in_source=in_source, mean=mean)
+
+
+@pytest.mark.parametrize("kernel,stride", GEOMETRIES)
 def test_two_threads_compute_the_same(backend, kernel, stride):
     """The extension is built with OpenMP: its work items really run on two threads, and must agree with one."""
     gen = torch.Generator().manual_seed(kernel + stride)

@@ -87,6 +87,7 @@ class GroupSparseConv:
         in_source: torch.Tensor | None,
         relu: bool = False,
         residual: torch.Tensor | None = None,
+        mean: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Compute the chosen output groups into ``out`` in place.
 
@@ -98,17 +99,24 @@ class GroupSparseConv:
                 -1 leaves the group out of the reduction (a zero input). None: row b, every group.
             relu: apply a ReLU (after the residual).
             residual: ``(B, C_out, Ho, Wo)`` channels_last, added before the ReLU.
+            mean: ``(B, C_out)`` float32, filled with the global average pool of ``out`` (what the next block's
+                policy reads; summed in the kernel's epilogue). Only with ``out_groups`` None.
 
         Returns:
             ``out``.
         """
+        if mean is not None and out_groups is not None:
+            raise ValueError("mean needs every output group computed (out_groups None)")
         if self._ops is not None:
             self._ops.group_conv(
-                x, self._packed, self.bias, out, out_groups, in_source, residual,
+                x, self._packed, self.bias, out, out_groups, in_source, residual, mean,
                 self.kernel_size, self.stride, self.padding, self.group_size, relu, _TILE_PIXELS,
             )  # fmt: skip
             return out
-        return self._torch_forward(x, out, out_groups, in_source, relu, residual)
+        self._torch_forward(x, out, out_groups, in_source, relu, residual)
+        if mean is not None:
+            mean.copy_(out.mean(dim=(2, 3)))
+        return out
 
     def _torch_forward(self, x, out, out_groups, in_source, relu, residual) -> torch.Tensor:
         b, g = out.shape[0], self.group_size

@@ -183,13 +183,14 @@ class _Block:
                 self.dispatch = "dense"
 
     def _residual_branch_end(
-        self, out2: torch.Tensor, identity: torch.Tensor, stats: ExecutionStats, *, in_place: bool
+        self, out2: torch.Tensor, identity: torch.Tensor, stats: ExecutionStats, *, in_place: bool,
+        mean2: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """A bottleneck's conv3 + residual + ReLU (a BasicBlock's residual is already in ``out2``) -> (block
-        output, its global average pool (B, C) with ``pool_output``, else None). ``in_place``: the output may
-        overwrite ``identity`` (nothing reads it afterwards)."""
+        """A bottleneck's conv3 + residual + ReLU (a BasicBlock's residual is already in ``out2``, and ``mean2`` is
+        its pool when conv2 summed it) -> (block output, its global average pool (B, C) with ``pool_output``, or
+        None). ``in_place``: the output may overwrite ``identity`` (nothing reads it afterwards)."""
         if not self.bottleneck:
-            return out2, None
+            return out2, mean2
         if self.pool_output:
             out, mean = self.conv3.dense_and_mean(out2, relu=True, residual=identity, in_place=in_place)
         else:
@@ -242,15 +243,15 @@ class _Block:
         reuse = ids == REUSE
         reuse[0::t] = False  # REUSE at a clip's first frame copies y_{-1} = 0: executed as SKIP
         if self.dispatch == "dense":
-            out2 = self._masked_dense_clip(xs, identity, keep, reuse, n, t, stats)
+            out2, mean2 = self._masked_dense_clip(xs, identity, keep, reuse, n, t, stats), None
         else:
             need = keep.clone()  # conv1 at t: kept at t or reused at t+1 (reuse at a first frame is already off)
             need[:-1] |= reuse[1:]
             row = torch.arange(rows)[:, None]
             source = torch.where(keep, row, torch.where(reuse, row - 1, -1))  # the conv1 row conv2 reads per group
             y1 = self._sparse_conv1(xs, None, need, stats)
-            out2 = self._sparse_conv2(y1, source, bool(keep.all()), identity, stats)
-        out, mean = self._residual_branch_end(out2, identity, stats, in_place=True)
+            out2, mean2 = self._sparse_conv2(y1, source, bool(keep.all()), identity, stats)
+        out, mean = self._residual_branch_end(out2, identity, stats, in_place=True, mean2=mean2)
         return out, mean, ids
 
     def _shift_clip(self, x: torch.Tensor, n: int, t: int) -> torch.Tensor:
@@ -300,21 +301,25 @@ class _Block:
         stats.macs += int(need.sum()) * out.shape[2] * out.shape[3] * self.group_size * self._taps_macs(self.conv1)
         return out
 
-    def _sparse_conv2(self, y1, source: torch.Tensor, all_kept: bool, identity, stats, rows=None) -> torch.Tensor:
+    def _sparse_conv2(
+        self, y1, source: torch.Tensor, all_kept: bool, identity, stats, rows=None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """conv2 reading group g of sample b from row ``source[b, g]`` of y1 (-1: skipped); a BasicBlock adds the
         residual. Dense on oneDNN when every group of every sample is kept (``"auto"``); ``rows`` (B rows of y1
-        that the samples own) are then its input."""
+        that the samples own) are then its input. -> (output, its global average pool when the group kernel ran
+        a BasicBlock's last conv with ``pool_output``, else None)."""
         residual = None if self.bottleneck else identity
         if self.dispatch == "auto" and all_kept:
             stats.dense_calls += 1
             x2 = y1 if rows is None else y1[rows]
-            return self._count_dense(stats, self.conv2, self.conv2.dense(x2, relu=True, residual=residual))
+            return self._count_dense(stats, self.conv2, self.conv2.dense(x2, relu=True, residual=residual)), None
         stats.kernel_calls += 1
         out = _empty_like_output(self.conv2, y1, rows=source.shape[0])
-        self.sparse2(y1, out=out, out_groups=None, in_source=source, relu=True, residual=residual)
+        mean = torch.empty(out.shape[:2]) if self.pool_output and not self.bottleneck else None
+        self.sparse2(y1, out=out, out_groups=None, in_source=source, relu=True, residual=residual, mean=mean)
         stats.macs += int((source >= 0).sum()) * out.shape[2] * out.shape[3] * self.group_size * \
             self._taps_macs(self.conv2, per="in")  # fmt: skip
-        return out
+        return out, mean
 
     @staticmethod
     def _taps_macs(conv: FoldedConv, per: str = "out") -> int:
@@ -352,14 +357,18 @@ class _Block:
         keep = ids == KEEP
         reuse = (ids == REUSE) & ~first[:, None]  # REUSE at a first frame copies zeros: executed as SKIP
         if self.dispatch == "dense":
-            out2 = self._masked_dense_step(xs, identity, st, keep, reuse, stats)
+            out2, mean2 = self._masked_dense_step(xs, identity, st, keep, reuse, stats), None
         else:
-            out2 = self._sparse_step(xs, identity, st, keep, reuse, stats)
+            out2, mean2 = self._sparse_step(xs, identity, st, keep, reuse, stats)
         # the next frame's lazy reuse reads this block input (st.x_prev) again: it must not be overwritten
-        out, mean = self._residual_branch_end(out2, identity, stats, in_place=identity is not st.x_prev)
+        out, mean = self._residual_branch_end(out2, identity, stats, in_place=identity is not st.x_prev,
+                                              mean2=mean2)  # fmt: skip
         return out, mean, ids
 
-    def _sparse_step(self, xs, identity, st: _BlockState, keep, reuse, stats) -> torch.Tensor:
+    def _sparse_step(
+        self, xs, identity, st: _BlockState, keep, reuse, stats
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """conv1 (lazy reuse included) and conv2 of one frame -> (conv2's output, its pool or None)."""
         b = xs.shape[0]
         h, w = self.conv1.output_size(*xs.shape[2:])
         if st.ring is None or st.ring.shape != (2 * b, self.conv1.out_channels, h, w):
@@ -373,9 +382,9 @@ class _Block:
         self._sparse_conv1(xs, st.ring[cur_rows], keep, stats)
         row = torch.arange(b)[:, None]
         source = torch.where(keep, row + cur * b, torch.where(reuse, row + prev * b, -1))
-        out2 = self._sparse_conv2(st.ring, source, bool(keep.all()), identity, stats, rows=cur_rows)
+        out2_and_mean = self._sparse_conv2(st.ring, source, bool(keep.all()), identity, stats, rows=cur_rows)
         st.computed, st.x_prev, st.slot = keep, xs, cur
-        return out2
+        return out2_and_mean
 
     def _masked_dense_step(self, xs, identity, st: _BlockState, keep, reuse, stats) -> torch.Tensor:
         y1 = self._count_dense(stats, self.conv1, self.conv1.dense(xs, relu=True))

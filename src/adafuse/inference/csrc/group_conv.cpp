@@ -2,7 +2,8 @@
 // (at::native::cpublas::brgemm, oneDNN's ukernel). Only the chosen output channel groups are computed, only the
 // chosen input channel groups enter the reduction, and each input group may be read from another row (frame) of
 // the input. Each output group is accumulated in a small per-thread tile and written once, with bias, residual and
-// ReLU, into the full-width output (ld = C_out).
+// ReLU, into the full-width output (ld = C_out); when every output group is computed, optionally also the mean of
+// the output over each sample's pixels (the global average pool the next block's policy reads), from the epilogue.
 //
 // Weights are packed once (group_conv.py) as (G_out, G_in, taps, group, group): for output group j, input group q
 // holds its taps' (group x group) K-major blocks one after the other, so consecutive active input groups are one
@@ -136,11 +137,13 @@ void accumulate_3x3(const Geometry& g, const float* a, const float* w, const Sam
   }
 }
 
-// out[pixels of rows y0..y1, group j] = act(acc + bias (+ residual)); GS as in copy_group.
+// out[pixels of rows y0..y1, group j] = act(acc + bias (+ residual)); with sum, the group's channel sums over these
+// pixels are added to sum[0 .. group) (the global average pool); GS as in copy_group.
 template <int64_t GS>
 void epilogue_n(const Geometry& g, const float* acc, const float* bias, const float* res, bool relu, float* out,
-                int64_t y0, int64_t y1) {
+                float* sum, int64_t y0, int64_t y1) {
   const int64_t gs = GS > 0 ? GS : g.gs;
+  float total[GS > 0 ? GS : 64] = {};
   for (int64_t p = 0, n = (y1 - y0) * g.Wo; p < n; ++p) {
     const int64_t o = (y0 * g.Wo + p) * g.C_out;
     const float* a = acc + p * gs;
@@ -152,18 +155,33 @@ void epilogue_n(const Geometry& g, const float* acc, const float* bias, const fl
     if (relu)
       for (int64_t c = 0; c < gs; ++c) v[c] = v[c] < 0.f ? 0.f : v[c];
     for (int64_t c = 0; c < gs; ++c) dst[c] = v[c];
+    if (sum != nullptr)
+      for (int64_t c = 0; c < gs; ++c) total[c] += v[c];
   }
+  if (sum != nullptr)
+    for (int64_t c = 0; c < gs; ++c) sum[c] += total[c];
 }
 
 void epilogue(const Geometry& g, const float* acc, const float* bias, const float* res, bool relu, float* out,
-              int64_t y0, int64_t y1) {
+              float* sum, int64_t y0, int64_t y1) {
   switch (g.gs) {
-    case 8: return epilogue_n<8>(g, acc, bias, res, relu, out, y0, y1);
-    case 16: return epilogue_n<16>(g, acc, bias, res, relu, out, y0, y1);
-    case 32: return epilogue_n<32>(g, acc, bias, res, relu, out, y0, y1);
-    case 64: return epilogue_n<64>(g, acc, bias, res, relu, out, y0, y1);
-    default: return epilogue_n<0>(g, acc, bias, res, relu, out, y0, y1);
+    case 8: return epilogue_n<8>(g, acc, bias, res, relu, out, sum, y0, y1);
+    case 16: return epilogue_n<16>(g, acc, bias, res, relu, out, sum, y0, y1);
+    case 32: return epilogue_n<32>(g, acc, bias, res, relu, out, sum, y0, y1);
+    case 64: return epilogue_n<64>(g, acc, bias, res, relu, out, sum, y0, y1);
+    default: return epilogue_n<0>(g, acc, bias, res, relu, out, sum, y0, y1);
   }
+}
+
+// mean (B, C_out) = the per-(sample, block of rows) channel sums, added up per sample, over the output pixels.
+void reduce_mean(const Geometry& g, const std::vector<float>& sums, int64_t n_tiles, float* mean) {
+  const float scale = 1.f / static_cast<float>(g.Ho * g.Wo);
+  for (int64_t b = 0; b < g.B; ++b)
+    for (int64_t c = 0; c < g.C_out; ++c) {
+      float total = 0.f;
+      for (int64_t t = 0; t < n_tiles; ++t) total += sums[(b * n_tiles + t) * g.C_out + c];
+      mean[b * g.C_out + c] = total * scale;
+    }
 }
 
 // The longest chunk of input groups a 3x3 GEMM reduces over: about 512 K rows, so that the chunk's packed weights
@@ -172,8 +190,8 @@ int64_t max_chunk(int64_t gs) { return std::max<int64_t>(1, 512 / (9 * gs)); }
 
 void forward(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, const at::Tensor& out,
              const std::optional<at::Tensor>& out_groups, const std::optional<at::Tensor>& in_source,
-             const std::optional<at::Tensor>& residual, int64_t ksize, int64_t stride, int64_t pad, int64_t gs,
-             bool relu, int64_t tile_pixels) {
+             const std::optional<at::Tensor>& residual, const std::optional<at::Tensor>& mean, int64_t ksize,
+             int64_t stride, int64_t pad, int64_t gs, bool relu, int64_t tile_pixels) {
   check_nhwc(x, "x");
   check_nhwc(out, "out");
   Geometry g{x.size(0), x.size(1), x.size(2), x.size(3), out.size(0), out.size(1), out.size(2), out.size(3),
@@ -237,6 +255,12 @@ void forward(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, c
     widest = std::max<int64_t>(widest, static_cast<int64_t>(s.q.size()));
   }
 
+  if (mean.has_value()) {
+    TORCH_CHECK(!out_groups.has_value(), "mean needs every output group computed (out_groups None)");
+    TORCH_CHECK(mean->is_contiguous() && mean->scalar_type() == at::kFloat && mean->dim() == 2 &&
+                    mean->size(0) == g.B && mean->size(1) == g.C_out,
+                "mean must be a contiguous float32 (B, C_out) tensor");
+  }
   std::vector<uint8_t> active(g.B * G_out, 1);
   if (out_groups.has_value()) {
     const at::Tensor og = out_groups->contiguous();
@@ -261,6 +285,8 @@ void forward(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, c
     const int64_t block = std::clamp<int64_t>(tile_pixels / std::max<int64_t>(g.Wo, 1), 1, g.Ho);
     const int64_t n_tiles = (g.Ho + block - 1) / block;
     const bool group_fastest = g.C_in * gs <= 2 * std::min(g.H, block * stride) * g.W * g.C_in;
+    // The pool: each (sample, block of rows) sums into its own row; its items write disjoint groups of it.
+    std::vector<float> sums(mean.has_value() ? g.B * n_tiles * g.C_out : 0, 0.f);
     struct Item {
       int64_t b, t, j;
     };
@@ -283,11 +309,13 @@ void forward(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, c
         const auto [b, t, j] = items[i];
         const int64_t y0 = t * block, y1 = std::min(g.Ho, y0 + block);
         accumulate_1x1(g, xp, wp, samples[b].runs, j, y0, y1, acc.data());
+        float* sum = sums.empty() ? nullptr : sums.data() + (b * n_tiles + t) * g.C_out + j * gs;
         epilogue(g, acc.data(), bp + j * gs, res == nullptr ? nullptr : res + b * per_sample + j * gs, relu,
-                 op + b * per_sample + j * gs, y0, y1);
+                 op + b * per_sample + j * gs, sum, y0, y1);
       }
       at::native::cpublas::brgemm_release(/*is_vnni=*/false);
     });
+    if (mean.has_value()) reduce_mean(g, sums, n_tiles, mean->data_ptr<float>());
     return;
   }
 
@@ -303,6 +331,7 @@ void forward(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, c
   const int64_t n_ranges = std::clamp<int64_t>((2 * threads + g.B * n_tiles - 1) / (g.B * n_tiles), 1, G_out);
   const int64_t per_range = (G_out + n_ranges - 1) / n_ranges;
   const int64_t n_items = g.B * n_tiles * n_ranges;
+  std::vector<float> sums(mean.has_value() ? g.B * n_tiles * g.C_out : 0, 0.f);  // as for the 1x1
   at::parallel_for(0, n_items, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> a(block * g.Wo * kp_max), acc(block * g.Wo * gs);
     for (int64_t i = begin; i < end; ++i) {
@@ -317,12 +346,14 @@ void forward(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, c
       for (int64_t j = j0; j < j1; ++j) {
         if (!active[b * G_out + j]) continue;
         accumulate_3x3(g, a.data(), wp, s, j, m, acc.data());
+        float* sum = sums.empty() ? nullptr : sums.data() + (b * n_tiles + t) * g.C_out + j * gs;
         epilogue(g, acc.data(), bp + j * gs, res == nullptr ? nullptr : res + b * per_sample + j * gs, relu,
-                 op + b * per_sample + j * gs, y0, y1);
+                 op + b * per_sample + j * gs, sum, y0, y1);
       }
     }
     at::native::cpublas::brgemm_release(/*is_vnni=*/false);
   });
+  if (mean.has_value()) reduce_mean(g, sums, n_tiles, mean->data_ptr<float>());
 }
 
 }  // namespace
@@ -330,6 +361,7 @@ void forward(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, c
 TORCH_LIBRARY_FRAGMENT(adafuse_cpu, m) {
   m.def(
       "group_conv(Tensor x, Tensor weight, Tensor bias, Tensor(a!) out, Tensor? out_groups, Tensor? in_source, "
-      "Tensor? residual, int kernel_size, int stride, int padding, int group_size, bool relu, int tile_pixels) -> ()");
+      "Tensor? residual, Tensor(b!)? mean, int kernel_size, int stride, int padding, int group_size, bool relu, "
+      "int tile_pixels) -> ()");
   m.impl("group_conv", c10::DispatchKey::CPU, TORCH_FN(forward));
 }
