@@ -10,7 +10,8 @@ The dense TSN (random weights) runs a clip of ``--frames`` frames:
   kernel time in the graph;
 - ``executor``: :class:`~adafuse.inference.SparseRecognizer` on the same model (channels_last, BatchNorm folded,
   ReLU / residual fused: the 1×1 convolutions on the compiled 1×1 kernel, conv3 in place into its residual, the
-  others on oneDNN with pre-packed weights), each convolution's time in the network from PyTorch's profiler.
+  stem on the compiled row kernel with its max pool fused (so its time includes the pool), the others on oneDNN
+  with pre-packed weights), each convolution's time in the network from PyTorch's profiler.
 
 Both run in the same interleaved, shuffled rounds (profiled and not: the whole network's time is that of the
 runs without a profiler), medians over ``--rounds``. Every distinct convolution is then also timed alone

@@ -13,7 +13,7 @@ Three ops, registered as ``torch.ops.adafuse_cpu``:
 
 The build is cached in torch's extensions directory (``TORCH_EXTENSIONS_DIR``, by default
 ``~/.cache/torch_extensions``); the first takes about half a minute, later processes load it. Without a compiler
-(or with ``ADAFUSE_KERNELS=torch`` in the environment) both ops are absent and their callers run on PyTorch and
+(or with ``ADAFUSE_KERNELS=torch`` in the environment) the ops are absent and their callers run on PyTorch and
 oneDNN with the same results: one warning says why the build failed.
 """
 
@@ -52,10 +52,10 @@ def _build() -> object | None:
         except ImportError:
             pass
 
-        # The 1×1 micro-kernel is AVX2 + FMA intrinsics when the compiler is told the machine has them (plain
-        # loops otherwise); the build is named after this machine's vector unit, so that machines sharing a cache
-        # directory do not mix builds. at::parallel_for is an OpenMP pragma in ATen's headers: without -fopenmp it
-        # compiles to one thread (torch's Linux wheels load libgomp.so.1, which the extension then shares).
+        # The micro-kernel of conv1x1 / conv_rows is AVX2 + FMA intrinsics when the compiler is told the machine has
+        # them (plain loops otherwise); the build is named after this machine's vector unit, so that machines sharing
+        # a cache directory do not mix builds. at::parallel_for is an OpenMP pragma in ATen's headers: without
+        # -fopenmp it compiles to one thread (torch's Linux wheels load libgomp.so.1, which the extension then shares).
         isa = torch.backends.cpu.get_cpu_capability()
         openmp = ["-fopenmp"] if sys.platform.startswith("linux") else []
         flags = ["-O3", *openmp, *(["-mavx2", "-mfma"] if isa in ("AVX2", "AVX512") else [])]

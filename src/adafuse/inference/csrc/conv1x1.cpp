@@ -50,17 +50,9 @@ void conv1x1(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, c
               "out has the wrong size");
   TORCH_CHECK(N % kLanes == 0, "C_out must be a multiple of ", kLanes);
   TORCH_CHECK(w.is_contiguous() && w.scalar_type() == at::kFloat && w.numel() == K * N, "bad packed weight");
-  TORCH_CHECK(bias.is_contiguous() && bias.scalar_type() == at::kFloat && bias.numel() == N, "bad bias");
-  const float* res = nullptr;
-  if (residual.has_value()) {
-    check_nhwc(*residual, "residual");
-    TORCH_CHECK(residual->sizes() == out.sizes(), "residual must have the shape of out");
-    res = residual->data_ptr<float>();
-  }
-  if (mean.has_value())
-    TORCH_CHECK(mean->is_contiguous() && mean->scalar_type() == at::kFloat && mean->dim() == 2 &&
-                    mean->size(0) == B && mean->size(1) == N,
-                "mean must be a contiguous float32 (B, C_out) tensor");
+  adafuse::check_bias(bias, N);
+  const float* res = adafuse::residual_data(residual, out);
+  if (mean.has_value()) adafuse::check_mean(*mean, B, N);
   const float* xp = x.data_ptr<float>();
   const float* wp = w.data_ptr<float>();
   const float* bp = bias.data_ptr<float>();
@@ -70,10 +62,9 @@ void conv1x1(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, c
   // A chunk of panels whose weights over one reduction slice fill about 256 KiB (half of L2); each sample's pixels
   // split evenly into blocks of about block_pixels (whole micro-tiles but the last), so that no block spans two
   // samples (the pool's sums).
-  const int64_t chunk = std::clamp<int64_t>((int64_t{1} << 16) / (std::min(K, kSliceK) * kLanes), 1, panels);
+  const int64_t chunk = adafuse::panel_chunk(std::min(K, kSliceK), panels);
   const int64_t n_chunks = (panels + chunk - 1) / chunk;
-  const int64_t per_sample = std::max<int64_t>(1, (HW + block_pixels / 2) / std::max<int64_t>(block_pixels, 1));
-  const int64_t block = ((HW + per_sample - 1) / per_sample + kRows - 1) / kRows * kRows;
+  const int64_t block = adafuse::block_size(HW, block_pixels);
   const int64_t n_blocks = (HW + block - 1) / block;  // per sample
   // The pool: each block's channel sums in its own row (no two threads add to one row), reduced after the loop.
   std::vector<float> sums(mean.has_value() ? B * n_blocks * N : 0, 0.f);
@@ -115,16 +106,7 @@ void conv1x1(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, c
       }
     }
   });
-  if (mean.has_value()) {
-    float* m = mean->data_ptr<float>();
-    const float scale = 1.f / static_cast<float>(HW);
-    for (int64_t b = 0; b < B; ++b)
-      for (int64_t c = 0; c < N; ++c) {
-        float total = 0.f;
-        for (int64_t i = 0; i < n_blocks; ++i) total += sums[(b * n_blocks + i) * N + c];
-        m[b * N + c] = total * scale;
-      }
-  }
+  if (mean.has_value()) adafuse::mean_of_block_sums(sums, B, n_blocks, N, HW, mean->data_ptr<float>());
 }
 
 }  // namespace

@@ -111,14 +111,9 @@ void conv_rows(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias,
   TORCH_CHECK(N % kLanes == 0, "C_out must be a multiple of ", kLanes);
   const Geometry g{B, C, Hp, Wp, N, Ho, Wo, kh, kw, stride, kw * C, kh * kw * C};
   TORCH_CHECK(w.is_contiguous() && w.scalar_type() == at::kFloat && w.numel() == g.K * N, "bad packed weight");
-  TORCH_CHECK(bias.is_contiguous() && bias.scalar_type() == at::kFloat && bias.numel() == N, "bad bias");
-  const float* res = nullptr;
-  if (residual.has_value()) {
-    TORCH_CHECK(!max_pool, "a residual cannot be added before the max pool");
-    check_nhwc(*residual, "residual");
-    TORCH_CHECK(residual->sizes() == out.sizes(), "residual must have the shape of out");
-    res = residual->data_ptr<float>();
-  }
+  adafuse::check_bias(bias, N);
+  TORCH_CHECK(!max_pool || !residual.has_value(), "a residual cannot be added before the max pool");
+  const float* res = adafuse::residual_data(residual, out);
   TORCH_CHECK(!max_pool || relu, "the fused max pool follows a ReLU");
   const float* xp = x.data_ptr<float>();
   const float* wp = w.data_ptr<float>();
@@ -158,10 +153,9 @@ void conv_rows(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias,
   // Work items: (block of about block_pixels pixels of one sample, chunk of output panels whose weights over one
   // slice fill about 256 KiB).
   const int64_t slice_k = (slices[0].r1 - slices[0].r0) * (slices[0].c1 - slices[0].c0);
-  const int64_t chunk = std::clamp<int64_t>((int64_t{1} << 16) / (slice_k * kLanes), 1, panels);
+  const int64_t chunk = adafuse::panel_chunk(slice_k, panels);
   const int64_t n_chunks = (panels + chunk - 1) / chunk;
-  const int64_t per_sample = std::max<int64_t>(1, (HW + block_pixels / 2) / std::max<int64_t>(block_pixels, 1));
-  const int64_t block = ((HW + per_sample - 1) / per_sample + kRows - 1) / kRows * kRows;
+  const int64_t block = adafuse::block_size(HW, block_pixels);
   const int64_t n_blocks = (HW + block - 1) / block;
   at::parallel_for(0, B * n_blocks * n_chunks, 1, [&](int64_t begin, int64_t end) {
     std::vector<adafuse::Segment> segs;

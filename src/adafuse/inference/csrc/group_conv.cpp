@@ -173,17 +173,6 @@ void epilogue(const Geometry& g, const float* acc, const float* bias, const floa
   }
 }
 
-// mean (B, C_out) = the per-(sample, block of rows) channel sums, added up per sample, over the output pixels.
-void reduce_mean(const Geometry& g, const std::vector<float>& sums, int64_t n_tiles, float* mean) {
-  const float scale = 1.f / static_cast<float>(g.Ho * g.Wo);
-  for (int64_t b = 0; b < g.B; ++b)
-    for (int64_t c = 0; c < g.C_out; ++c) {
-      float total = 0.f;
-      for (int64_t t = 0; t < n_tiles; ++t) total += sums[(b * n_tiles + t) * g.C_out + c];
-      mean[b * g.C_out + c] = total * scale;
-    }
-}
-
 // The longest chunk of input groups a 3x3 GEMM reduces over: about 512 K rows, so that the chunk's packed weights
 // (K x group floats) stay in the L1/L2 cache while the micro-kernel sweeps the block's pixels.
 int64_t max_chunk(int64_t gs) { return std::max<int64_t>(1, 512 / (9 * gs)); }
@@ -203,13 +192,8 @@ void forward(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, c
   const int64_t G_in = g.C_in / gs, G_out = g.C_out / gs, taps = ksize * ksize;
   TORCH_CHECK(w.is_contiguous() && w.scalar_type() == at::kFloat && w.numel() == G_out * G_in * taps * gs * gs,
               "packed weight has the wrong size");
-  TORCH_CHECK(bias.is_contiguous() && bias.scalar_type() == at::kFloat && bias.numel() == g.C_out, "bad bias");
-  const float* res = nullptr;
-  if (residual.has_value()) {
-    check_nhwc(*residual, "residual");
-    TORCH_CHECK(residual->sizes() == out.sizes(), "residual must have the shape of out");
-    res = residual->data_ptr<float>();
-  }
+  adafuse::check_bias(bias, g.C_out);
+  const float* res = adafuse::residual_data(residual, out);
 
   // What each sample reads: the row of every input group (-1: skipped).
   std::vector<int64_t> rows(g.B * G_in);
@@ -257,9 +241,7 @@ void forward(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, c
 
   if (mean.has_value()) {
     TORCH_CHECK(!out_groups.has_value(), "mean needs every output group computed (out_groups None)");
-    TORCH_CHECK(mean->is_contiguous() && mean->scalar_type() == at::kFloat && mean->dim() == 2 &&
-                    mean->size(0) == g.B && mean->size(1) == g.C_out,
-                "mean must be a contiguous float32 (B, C_out) tensor");
+    adafuse::check_mean(*mean, g.B, g.C_out);
   }
   std::vector<uint8_t> active(g.B * G_out, 1);
   if (out_groups.has_value()) {
@@ -315,7 +297,8 @@ void forward(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, c
       }
       at::native::cpublas::brgemm_release(/*is_vnni=*/false);
     });
-    if (mean.has_value()) reduce_mean(g, sums, n_tiles, mean->data_ptr<float>());
+    if (mean.has_value())
+      adafuse::mean_of_block_sums(sums, g.B, n_tiles, g.C_out, g.Ho * g.Wo, mean->data_ptr<float>());
     return;
   }
 
@@ -353,7 +336,8 @@ void forward(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, c
     }
     at::native::cpublas::brgemm_release(/*is_vnni=*/false);
   });
-  if (mean.has_value()) reduce_mean(g, sums, n_tiles, mean->data_ptr<float>());
+  if (mean.has_value())
+    adafuse::mean_of_block_sums(sums, g.B, n_tiles, g.C_out, g.Ho * g.Wo, mean->data_ptr<float>());
 }
 
 }  // namespace

@@ -1,9 +1,8 @@
-// The register-blocked micro-kernel both compiled convolutions run on (conv1x1.cpp, group_conv.cpp): a tile of
+// The register-blocked micro-kernel of the executor's own dense convolutions (conv1x1.cpp, conv_rows.cpp): a tile of
 // 6 output pixels x 16 output channels in 12 ymm accumulators, reduced over a list of segments, each one stretch of
 // input values per pixel against the matching rows of a (K, 16) weight panel. One broadcast input value per pixel
 // meets two weight vectors per step. A segment's six input pointers are free: a 1x1 conv's pixels read their own
-// rows, a 3x3's read the tap's neighbours (a pointer into a zero row for the padding), a REUSE group reads the row
-// of the previous frame; so no patch matrix is ever gathered.
+// rows (K-slices of them), a row kernel's pixels the kernel rows of a padded input.
 //
 // The tile starts from the bias (first) or from the partial sums stored by the previous call; before its single
 // store it adds the residual (first) and takes the ReLU (last), and with last it adds its 16 channel sums over its
@@ -11,6 +10,7 @@
 // plain floats.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 
 #if defined(__AVX2__) && defined(__FMA__)
@@ -108,6 +108,18 @@ inline void micro_tile(const Tile& t, const Segment* segs, int64_t n_segs, const
       if (last && t.sum != nullptr) t.sum[l] += t.c[r][l];
     }
 #endif
+}
+
+// Pixels per work-item block: a sample's `pixels` split evenly into blocks of about block_pixels, rounded up to
+// whole micro-tiles (so that no block spans two samples: the pool's sums stay per sample).
+inline int64_t block_size(int64_t pixels, int64_t block_pixels) {
+  const int64_t per_sample = std::max<int64_t>(1, (pixels + block_pixels / 2) / std::max<int64_t>(block_pixels, 1));
+  return ((pixels + per_sample - 1) / per_sample + kRows - 1) / kRows * kRows;
+}
+
+// Panels per work-item chunk: as many as make about 256 KiB (half of L2) of weights over a slice of slice_k rows.
+inline int64_t panel_chunk(int64_t slice_k, int64_t panels) {
+  return std::clamp<int64_t>((int64_t{1} << 16) / (slice_k * kLanes), 1, panels);
 }
 
 using MicroTile = void (*)(const Tile&, const Segment*, int64_t, const float*, const float*, bool, bool, bool);
