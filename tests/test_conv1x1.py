@@ -23,8 +23,11 @@ def folded(c_in: int, c_out: int, stride: int, seed: int) -> FoldedConv:
 
 
 # (C_in, C_out, H, W, batch): K under, at and over the 256-channel reduction slice (272, 520: a short last slice);
-# odd maps (35 and 600 pixels: partial micro-tiles, two blocks per sample); C_out of 16 (one panel) to 80.
-SHAPES = [(8, 16, 5, 7, 3), (48, 80, 6, 6, 1), (272, 32, 3, 5, 2), (520, 48, 4, 4, 2), (16, 32, 20, 30, 2)]
+# odd maps (partial micro-tiles: 600 pixels, two blocks per sample); maps under 256 pixels, whose samples share a
+# work item (3 samples of 35 pixels and 7 of 12: one group each; 5 of 100: groups of 3 and 2, the last short);
+# C_out of 16 (one panel) to 80.
+SHAPES = [(8, 16, 5, 7, 3), (48, 80, 6, 6, 1), (272, 32, 3, 5, 2), (520, 48, 4, 4, 2), (16, 32, 20, 30, 2),
+          (24, 64, 3, 4, 7), (40, 32, 10, 10, 5)]
 
 
 @pytest.mark.parametrize("shape", SHAPES)

@@ -5,19 +5,20 @@
 // Why our own: oneDNN's NHWC 1x1 kernel on AVX2 blocks its weights by 24 output channels and reads the residual in
 // a separate post-op pass; a ResNet's expanding conv3 (C/4 -> C channels plus the residual) then runs at 1.24x (alone)
 // to 1.47x (in the network) of ONNX Runtime's time (docs/speed.md). This is the classic register-blocked GEMM: a
-// micro-tile of 6 output pixels x 16 output channels (12 ymm accumulators) reduces over K broadcasting one input
-// value per pixel against two weight vectors; the weights are packed once as (N / 16, K, 16) panels. The tile
-// starts from the bias; the residual is added and the ReLU taken before its single store (the residual's lines
-// are prefetched one tile ahead: in a network it was written three convolutions earlier and is out of cache), and
-// the pool's partial sums are taken from the same registers. When K is long the reduction is split into slices of
-// kSliceK input channels (a 16-wide panel slice then stays in L1); the tile is stored between slices and reloaded,
-// the residual added at the first slice. out may be the residual itself (in place): each element is read before it
-// is written, by the same thread.
+// micro-tile of 6 output pixels x 16 output channels (12 ymm accumulators, micro_tile.h) reduces over K
+// broadcasting one input value per pixel against two weight vectors; the weights are packed once as (N / 16, K, 16)
+// panels. The tile starts from the bias; the residual is added and the ReLU taken before its single store (the
+// residual's lines are prefetched one tile ahead: in a network it was written three convolutions earlier and is out
+// of cache), and the pool's partial sums are taken from the same registers. When K is long the reduction is split
+// into slices of kSliceK input channels (a 16-wide panel slice then stays in L1); the tile is stored between slices
+// and reloaded, the residual added at the first slice. out may be the residual itself (in place): each element is
+// read before it is written, by the same thread.
 //
-// Work items are (block of one sample's pixels, chunk of output channels): a chunk's weights stay in L2 while the
-// block's micro-tiles sweep it, a tile's input rows stay in L1 across the chunk's panels, and the output rows are
-// written contiguously. Without AVX2 and FMA at compile time the same loops run on plain floats (the compiler
-// vectorises what it can). Registered as torch.ops.adafuse_cpu.conv1x1 (see adafuse/inference/kernels.py).
+// Work items are (block of pixels, chunk of output channels): a chunk's weights stay in L2 while the block's
+// micro-tiles sweep it, a tile's input rows stay in L1 across the chunk's panels, and the output rows are written
+// contiguously. A block is part of one sample, or on small maps a group of whole samples. Without AVX2 and FMA at
+// compile time the same loops run on plain floats (the compiler vectorises what it can). Registered as
+// torch.ops.adafuse_cpu.conv1x1 (see adafuse/inference/kernels.py).
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -59,13 +60,19 @@ void conv1x1(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, c
   float* op = out.data_ptr<float>();
 
   const int64_t HW = Ho * Wo, panels = N / kLanes;
-  // A chunk of panels whose weights over one reduction slice fill about 256 KiB (half of L2); each sample's pixels
-  // split evenly into blocks of about block_pixels (whole micro-tiles but the last), so that no block spans two
-  // samples (the pool's sums).
+  // A chunk of panels whose weights over one reduction slice fill about 256 KiB (half of L2). Pixels: on maps of at
+  // least block_pixels, each sample's split evenly into blocks of about block_pixels (whole micro-tiles but the
+  // last); on smaller maps (7x7, 14x14) a block is a whole sample and a work item takes several (a group), as many
+  // as make about block_pixels, so that a chunk's weights serve all of them from L2 instead of being fetched again
+  // for every sample. No block spans two samples (the pool's sums are per block).
   const int64_t chunk = adafuse::panel_chunk(std::min(K, kSliceK), panels);
   const int64_t n_chunks = (panels + chunk - 1) / chunk;
-  const int64_t block = adafuse::block_size(HW, block_pixels);
+  int64_t per_group = HW >= block_pixels ? 1 : std::min(B, (block_pixels + HW - 1) / HW);
+  const int64_t n_groups_of_samples = (B + per_group - 1) / per_group;
+  per_group = (B + n_groups_of_samples - 1) / n_groups_of_samples;  // groups of equal size: 8 samples as 4 + 4
+  const int64_t block = per_group > 1 ? HW : adafuse::block_size(HW, block_pixels);
   const int64_t n_blocks = (HW + block - 1) / block;  // per sample
+  const int64_t n_groups = per_group > 1 ? n_groups_of_samples : B * n_blocks;
   // The pool: each block's channel sums in its own row (no two threads add to one row), reduced after the loop.
   std::vector<float> sums(mean.has_value() ? B * n_blocks * N : 0, 0.f);
   auto in_row = [&](int64_t p) {  // output pixel p -> its input row
@@ -73,33 +80,37 @@ void conv1x1(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, c
     const int64_t n = p / HW, y = p / Wo % Ho, xo = p % Wo;
     return xp + ((n * H + y * stride) * W + xo * stride) * K;
   };
-  at::parallel_for(0, B * n_blocks * n_chunks, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, n_groups * n_chunks, 1, [&](int64_t begin, int64_t end) {
     for (int64_t item = begin; item < end; ++item) {
-      const int64_t blk = item / n_chunks, b = blk / n_blocks;
-      const int64_t p0 = b * HW + blk % n_blocks * block, p1 = std::min((b + 1) * HW, p0 + block);
+      const int64_t group = item / n_chunks;
+      const int64_t blk0 = group * per_group, blk1 = std::min(B * n_blocks, blk0 + per_group);
       const int64_t j0 = item % n_chunks * chunk, j1 = std::min(panels, j0 + chunk);
-      float* block_sums = sums.empty() ? nullptr : sums.data() + blk * N;
       for (int64_t k0 = 0; k0 < K; k0 += kSliceK) {
         const int64_t k1 = std::min(K, k0 + kSliceK);
-        for (int64_t p = p0; p < p1; p += kRows) {
-          const int64_t rows = std::min(kRows, p1 - p);
-          adafuse::Tile t;
-          adafuse::Segment seg{{}, k0 * kLanes, k1 - k0};
-          for (int64_t r = 0; r < kRows; ++r) seg.a[r] = in_row(p + std::min(r, rows - 1)) + k0;
-          for (int64_t r = 0; r < rows; ++r) {
-            t.c[r] = op + (p + r) * N + j0 * kLanes;
-            t.r[r] = res == nullptr ? nullptr : res + (p + r) * N + j0 * kLanes;
-          }
-          for (int64_t j = j0; j < j1; ++j) {
-            for (int64_t r = p + kRows; r < std::min(p1, p + 2 * kRows); ++r) {  // the next tile's output lines
-              __builtin_prefetch(op + r * N + j * kLanes, 1);
-              if (res != nullptr && res != op) __builtin_prefetch(res + r * N + j * kLanes, 0);
-            }
-            t.sum = block_sums == nullptr ? nullptr : block_sums + j * kLanes;
-            adafuse::kMicroTiles[rows](t, &seg, 1, wp + j * K * kLanes, bp + j * kLanes, k0 == 0, k1 == K, relu);
+        for (int64_t blk = blk0; blk < blk1; ++blk) {
+          const int64_t b = blk / n_blocks;
+          const int64_t p0 = b * HW + blk % n_blocks * block, p1 = std::min((b + 1) * HW, p0 + block);
+          float* block_sums = sums.empty() ? nullptr : sums.data() + blk * N;
+          for (int64_t p = p0; p < p1; p += kRows) {
+            const int64_t rows = std::min(kRows, p1 - p);
+            adafuse::Tile t;
+            adafuse::Segment seg{{}, k0 * kLanes, k1 - k0};
+            for (int64_t r = 0; r < kRows; ++r) seg.a[r] = in_row(p + std::min(r, rows - 1)) + k0;
             for (int64_t r = 0; r < rows; ++r) {
-              t.c[r] += kLanes;
-              if (t.r[r] != nullptr) t.r[r] += kLanes;
+              t.c[r] = op + (p + r) * N + j0 * kLanes;
+              t.r[r] = res == nullptr ? nullptr : res + (p + r) * N + j0 * kLanes;
+            }
+            for (int64_t j = j0; j < j1; ++j) {
+              for (int64_t r = p + kRows; r < std::min(p1, p + 2 * kRows); ++r) {  // the next tile's output lines
+                __builtin_prefetch(op + r * N + j * kLanes, 1);
+                if (res != nullptr && res != op) __builtin_prefetch(res + r * N + j * kLanes, 0);
+              }
+              t.sum = block_sums == nullptr ? nullptr : block_sums + j * kLanes;
+              adafuse::kMicroTiles[rows](t, &seg, 1, wp + j * K * kLanes, bp + j * kLanes, k0 == 0, k1 == K, relu);
+              for (int64_t r = 0; r < rows; ++r) {
+                t.c[r] += kLanes;
+                if (t.r[r] != nullptr) t.r[r] += kLanes;
+              }
             }
           }
         }
