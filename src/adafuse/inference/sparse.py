@@ -44,7 +44,7 @@ import torch
 
 from adafuse.errors import UserError
 from adafuse.inference.kernels import FoldedConv, global_avg_pool
-from adafuse.layers.actions import KEEP, NUM_ACTIONS, REUSE, actions_to_mask, mask_to_actions
+from adafuse.layers.actions import KEEP, NUM_ACTIONS, REUSE, mask_to_actions
 from adafuse.layers.adaptive_fusion import AdaptiveFusion
 from adafuse.layers.fusion import Policies
 from adafuse.layers.temporal_shift import TemporalShift
@@ -55,6 +55,14 @@ DISPATCH = ("auto", "kernel", "dense")
 # Below this group size "auto" runs a block dense with masks: the group kernel's GEMMs are group_size channels wide,
 # and at 4 channels they run slower than the whole dense convolution (docs/speed.md).
 MIN_KERNEL_GROUP = 8
+# Action id -> its one-hot policy mask row. The per-block masks and indices of a frame are a few dozen values: they
+# are built with NumPy, whose calls cost a small fraction of a PyTorch operator's dispatch (docs/speed.md).
+_ONE_HOT = np.eye(NUM_ACTIONS, dtype=np.float32)
+
+
+def _policy_mask(ids: np.ndarray, shape: tuple[int, ...]) -> torch.Tensor:
+    """Action ids (..., G) -> the one-hot policy mask, viewed as ``shape`` (..., G, 3)."""
+    return torch.from_numpy(_ONE_HOT[ids]).view(shape)
 
 
 class FoldedPolicy:
@@ -125,7 +133,7 @@ class _BlockState:
     x_prev: torch.Tensor | None = None  # (B, C_in, H, W) previous shifted input, for lazy reuse
     ring: torch.Tensor | None = None  # (2B, C1, H1, W1) conv1 outputs: rows [slot·B, slot·B + B) hold frame t−1's
     slot: int = 0
-    computed: torch.Tensor | None = None  # (B, G) bool: the groups of frame t−1 in the ring (None: nothing)
+    computed: np.ndarray | None = None  # (B, G) bool: the groups of frame t−1 in the ring (None: nothing)
     y_prev: torch.Tensor | None = None  # (B, C1, H1, W1) previous conv1 output, dense dispatch
 
 
@@ -220,7 +228,7 @@ class _Block:
         self, x: torch.Tensor, v: torch.Tensor | None, n: int, t: int, forced: torch.Tensor | None, stats
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """x (N·T, C_in, H, W) NHWC, rows ordered (clip, frame), and its global average pool v (N·T, C_in) or None
-        -> (block output, its pool or None, action ids (N·T, G) or None)."""
+        -> (block output, its pool or None, action ids (N·T, G) as a NumPy int64 array, or None)."""
         xs = self._shift_clip(x, n, t)
         identity = self._identity(x, xs, stats)
         if self.policy is None:  # clip mode: nothing reads the block input (or its projection) after conv3
@@ -236,19 +244,18 @@ class _Block:
             v_prev = torch.cat([torch.zeros_like(v3[:, :1]), v3[:, :-1]], dim=1).view(rows, -1)
         ids = self.policy(v_prev, v)
         stats.macs += rows * self.policy.macs_per_frame
-        if forced is not None:
-            ids = forced
-        stats.actions += np.bincount(ids.reshape(-1).numpy(), minlength=NUM_ACTIONS) * self.group_size
+        ids = (ids if forced is None else forced).numpy()
+        stats.actions += np.bincount(ids.reshape(-1), minlength=NUM_ACTIONS) * self.group_size
         keep = ids == KEEP
         reuse = ids == REUSE
         reuse[0::t] = False  # REUSE at a clip's first frame copies y_{-1} = 0: executed as SKIP
         if self.dispatch == "dense":
             out2, mean2 = self._masked_dense_clip(xs, identity, keep, reuse, n, t, stats), None
         else:
-            need = keep.clone()  # conv1 at t: kept at t or reused at t+1 (reuse at a first frame is already off)
+            need = keep.copy()  # conv1 at t: kept at t or reused at t+1 (reuse at a first frame is already off)
             need[:-1] |= reuse[1:]
-            row = torch.arange(rows)[:, None]
-            source = torch.where(keep, row, torch.where(reuse, row - 1, -1))  # the conv1 row conv2 reads per group
+            row = np.arange(rows)[:, None]
+            source = np.where(keep, row, np.where(reuse, row - 1, -1))  # the conv1 row conv2 reads per group
             y1 = self._sparse_conv1(xs, None, need, stats)
             out2, mean2 = self._sparse_conv2(y1, source, bool(keep.all()), identity, stats)
         out, mean = self._residual_branch_end(out2, identity, stats, in_place=True, mean2=mean2)
@@ -284,28 +291,28 @@ class _Block:
         residual = None if self.bottleneck else identity
         return self._count_dense(stats, self.conv2, self.conv2.dense(fused, relu=True, residual=residual))
 
-    def _channel_mask(self, groups: torch.Tensor) -> torch.Tensor:
+    def _channel_mask(self, groups: np.ndarray) -> torch.Tensor:
         """(B, G) bool -> (B, C, 1, 1) float, each group's value over its channels."""
-        return groups.repeat_interleave(self.group_size, dim=1).float()[:, :, None, None]
+        return torch.from_numpy(np.repeat(groups, self.group_size, axis=1).astype(np.float32))[:, :, None, None]
 
-    def _sparse_conv1(self, xs, out: torch.Tensor | None, need: torch.Tensor, stats) -> torch.Tensor:
-        """conv1's ``need`` (B, G) groups of xs, written into ``out`` (a fresh buffer when None); dense on oneDNN
+    def _sparse_conv1(self, xs, out: torch.Tensor | None, need: np.ndarray, stats) -> torch.Tensor:
+        """conv1's ``need`` (B, G) bool groups of xs, written into ``out`` (a fresh buffer when None); dense on oneDNN
         when every group is needed (``"auto"``)."""
-        if self.dispatch == "auto" and bool(need.all()):
+        if self.dispatch == "auto" and need.all():
             stats.dense_calls += 1
             y = self._count_dense(stats, self.conv1, self.conv1.dense(xs, relu=True))
             return y if out is None else out.copy_(y)
         stats.kernel_calls += 1
         out = _empty_like_output(self.conv1, xs) if out is None else out
-        self.sparse1(xs, out=out, out_groups=need, in_source=None, relu=True)
+        self.sparse1(xs, out=out, out_groups=torch.from_numpy(need), in_source=None, relu=True)
         stats.macs += int(need.sum()) * out.shape[2] * out.shape[3] * self.group_size * self._taps_macs(self.conv1)
         return out
 
     def _sparse_conv2(
-        self, y1, source: torch.Tensor, all_kept: bool, identity, stats, rows=None
+        self, y1, source: np.ndarray, all_kept: bool, identity, stats, rows=None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """conv2 reading group g of sample b from row ``source[b, g]`` of y1 (-1: skipped); a BasicBlock adds the
-        residual. Dense on oneDNN when every group of every sample is kept (``"auto"``); ``rows`` (B rows of y1
+        """conv2 reading group g of sample b from row ``source[b, g]`` (int64) of y1 (-1: skipped); a BasicBlock adds
+        the residual. Dense on oneDNN when every group of every sample is kept (``"auto"``); ``rows`` (B rows of y1
         that the samples own) are then its input. -> (output, its global average pool when the group kernel ran
         a BasicBlock's last conv with ``pool_output``, else None)."""
         residual = None if self.bottleneck else identity
@@ -316,7 +323,8 @@ class _Block:
         stats.kernel_calls += 1
         out = _empty_like_output(self.conv2, y1, rows=source.shape[0])
         mean = torch.empty(out.shape[:2]) if self.pool_output and not self.bottleneck else None
-        self.sparse2(y1, out=out, out_groups=None, in_source=source, relu=True, residual=residual, mean=mean)
+        self.sparse2(y1, out=out, out_groups=None, in_source=torch.from_numpy(source), relu=True, residual=residual,
+                     mean=mean)  # fmt: skip
         stats.macs += int((source >= 0).sum()) * out.shape[2] * out.shape[3] * self.group_size * \
             self._taps_macs(self.conv2, per="in")  # fmt: skip
         return out, mean
@@ -330,15 +338,16 @@ class _Block:
     # --- streaming ------------------------------------------------------------------------------------------------
 
     def step(
-        self, x: torch.Tensor, v: torch.Tensor | None, st: _BlockState, first: torch.Tensor, forced, stats
-    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        self, x: torch.Tensor, v: torch.Tensor | None, st: _BlockState, first: np.ndarray, forced, stats
+    ) -> tuple[torch.Tensor, torch.Tensor | None, np.ndarray | None]:
         """One frame of B streams: x (B, C_in, H, W) NHWC, its pool v (B, C_in) or None, ``first`` (B,) bool (a
-        stream's first frame) -> (block output, its pool or None, action ids (B, G) or None)."""
+        stream's first frame) -> (block output, its pool or None, action ids (B, G) as NumPy int64, or None)."""
         xs = x
         if self.fold:  # causal TSM: the first channels come from the previous frame (zeros at the start)
             xs = x.clone()
             xs[:, : self.fold] = 0.0 if st.shift_prev is None else st.shift_prev
-            xs[first, : self.fold] = 0.0
+            if first.any():
+                xs[torch.from_numpy(first), : self.fold] = 0.0
             st.shift_prev = x[:, : self.fold].clone()
         identity = self._identity(x, xs, stats)
         if self.policy is None:
@@ -347,13 +356,14 @@ class _Block:
             return out, mean, None
         b = xs.shape[0]
         v = global_avg_pool(xs) if v is None or self.fold else v
-        v_prev = None if st.v_prev is None else torch.where(first[:, None], 0.0, st.v_prev)
+        v_prev = st.v_prev
+        if v_prev is not None and first.any():
+            v_prev = torch.where(torch.from_numpy(first)[:, None], 0.0, v_prev)
         ids = self.policy(v_prev, v)
         stats.macs += b * self.policy.macs_per_frame
         st.v_prev = v
-        if forced is not None:
-            ids = forced
-        stats.actions += np.bincount(ids.reshape(-1).numpy(), minlength=NUM_ACTIONS) * self.group_size
+        ids = (ids if forced is None else forced).numpy()
+        stats.actions += np.bincount(ids.reshape(-1), minlength=NUM_ACTIONS) * self.group_size
         keep = ids == KEEP
         reuse = (ids == REUSE) & ~first[:, None]  # REUSE at a first frame copies zeros: executed as SKIP
         if self.dispatch == "dense":
@@ -377,11 +387,11 @@ class _Block:
         prev_rows, cur_rows = slice(prev * b, prev * b + b), slice(cur * b, cur * b + b)
         if st.computed is not None:  # lazy reuse: groups reused now that frame t-1 did not compute
             lazy = reuse & ~st.computed
-            if bool(lazy.any()):
+            if lazy.any():
                 self._sparse_conv1(st.x_prev, st.ring[prev_rows], lazy, stats)
         self._sparse_conv1(xs, st.ring[cur_rows], keep, stats)
-        row = torch.arange(b)[:, None]
-        source = torch.where(keep, row + cur * b, torch.where(reuse, row + prev * b, -1))
+        row = np.arange(b)[:, None]
+        source = np.where(keep, row + cur * b, np.where(reuse, row + prev * b, -1))
         out2_and_mean = self._sparse_conv2(st.ring, source, bool(keep.all()), identity, stats, rows=cur_rows)
         st.computed, st.x_prev, st.slot = keep, xs, cur
         return out2_and_mean
@@ -499,7 +509,7 @@ class SparseRecognizer:
             for block in self.blocks:
                 x, v, ids = block.clip(x, v, n, t, forced.get(block.fusion_name), self.stats)
                 if ids is not None:
-                    policies[block.fusion_name] = actions_to_mask(ids).view(n, t, block.groups, NUM_ACTIONS)
+                    policies[block.fusion_name] = _policy_mask(ids, (n, t, block.groups, NUM_ACTIONS))
             logits = self._head(x, v).view(n, t, -1)
         self.stats.frames += n * t
         return (logits if per_frame else logits.mean(dim=1)), policies
@@ -541,14 +551,14 @@ class SparseRecognizer:
         if frames.dim() != 4 or frames.shape[0] != b:
             raise ValueError(f"frames must be ({b}, 3, H, W) for {b} streams, got shape {tuple(frames.shape)}")
         forced = self._forced(actions, b, 1)
-        first = torch.from_numpy(state.frames == 0)
+        first = state.frames == 0
         policies = {}
         with torch.inference_mode():
             x, v = self._stem(frames), None
             for block, st in zip(self.blocks, state.blocks, strict=True):
                 x, v, ids = block.step(x, v, st, first, forced.get(block.fusion_name), self.stats)
                 if ids is not None:
-                    policies[block.fusion_name] = actions_to_mask(ids).view(b, 1, block.groups, NUM_ACTIONS)
+                    policies[block.fusion_name] = _policy_mask(ids, (b, 1, block.groups, NUM_ACTIONS))
             logits = self._head(x, v)
         self.stats.frames += b
         state.frames += 1
