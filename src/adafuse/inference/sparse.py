@@ -226,7 +226,7 @@ class _Block:
 
     def clip(
         self, x: torch.Tensor, v: torch.Tensor | None, n: int, t: int, forced: torch.Tensor | None, stats
-    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    ) -> tuple[torch.Tensor, torch.Tensor | None, np.ndarray | None]:
         """x (N·T, C_in, H, W) NHWC, rows ordered (clip, frame), and its global average pool v (N·T, C_in) or None
         -> (block output, its pool or None, action ids (N·T, G) as a NumPy int64 array, or None)."""
         xs = self._shift_clip(x, n, t)
