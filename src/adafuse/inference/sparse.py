@@ -61,7 +61,8 @@ _ONE_HOT = np.eye(NUM_ACTIONS, dtype=np.float32)
 
 
 def _policy_mask(ids: np.ndarray, shape: tuple[int, ...]) -> torch.Tensor:
-    """Action ids (..., G) -> the one-hot policy mask, viewed as ``shape`` (..., G, 3)."""
+    """Action ids (..., G) -> the one-hot policy mask, viewed as ``shape`` (..., G, 3): what
+    :func:`~adafuse.layers.actions.actions_to_mask` builds, for ids the executor made itself (no validation pass)."""
     return torch.from_numpy(_ONE_HOT[ids]).view(shape)
 
 

@@ -67,9 +67,9 @@ void conv1x1(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, c
   // for every sample. No block spans two samples (the pool's sums are per block).
   const int64_t chunk = adafuse::panel_chunk(std::min(K, kSliceK), panels);
   const int64_t n_chunks = (panels + chunk - 1) / chunk;
-  int64_t per_group = HW >= block_pixels ? 1 : std::min(B, (block_pixels + HW - 1) / HW);
-  const int64_t n_groups_of_samples = (B + per_group - 1) / per_group;
-  per_group = (B + n_groups_of_samples - 1) / n_groups_of_samples;  // groups of equal size: 8 samples as 4 + 4
+  const int64_t wanted = HW >= block_pixels ? 1 : std::min(B, (block_pixels + HW - 1) / HW);  // samples per group
+  const int64_t n_groups_of_samples = (B + wanted - 1) / wanted;
+  const int64_t per_group = (B + n_groups_of_samples - 1) / n_groups_of_samples;  // equal groups: 8 as 4 + 4
   const int64_t block = per_group > 1 ? HW : adafuse::block_size(HW, block_pixels);
   const int64_t n_blocks = (HW + block - 1) / block;  // per sample
   const int64_t n_groups = per_group > 1 ? n_groups_of_samples : B * n_blocks;
