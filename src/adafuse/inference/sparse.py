@@ -59,6 +59,8 @@ MIN_KERNEL_GROUP = 8
 # Action id -> its one-hot policy mask row. The per-block masks and indices of a frame are a few dozen values: they
 # are built with NumPy, whose calls cost a small fraction of a PyTorch operator's dispatch (docs/speed.md).
 _ONE_HOT = np.eye(NUM_ACTIONS, dtype=np.float32)
+# The action ids as plain ints: NumPy compares an array with an IntEnum member through Python-level attribute lookups.
+_KEEP, _REUSE = int(KEEP), int(REUSE)
 
 
 def _policy_mask(ids: np.ndarray, shape: tuple[int, ...]) -> torch.Tensor:
@@ -84,16 +86,19 @@ class FoldedPolicy:
         self.w0 = (net.fc0.weight.detach() * scale[:, None]).float().cpu()
         self.b0 = (net.fc0.bias.detach() * scale + shift).float().cpu()
         self.w1, self.b1 = net.fc1.weight.detach().float().cpu(), net.fc1.bias.detach().float().cpu()
+        self.w0t, self.w1t = self.w0.t(), self.w1.t()  # the GEMMs' (in, out) operands, transposed views made once
         self.history = fusion.history
         self.decisions = fusion.decisions
         self.action_ids = torch.tensor([int(a) for a in fusion.actions], dtype=torch.int64)
+        # the full action set in Action order: the arg-max is the id (no lookup)
+        self.ids_are_choices = self.action_ids.tolist() == list(range(NUM_ACTIONS))
         self.macs_per_frame = self.w0.numel() + self.w1.numel()  # in·out per linear layer, as adafuse.flops counts
 
     def __call__(self, v_prev: torch.Tensor | None, v: torch.Tensor) -> torch.Tensor:
         features = torch.cat([torch.zeros_like(v) if v_prev is None else v_prev, v], dim=1) if self.history else v
-        hidden = torch.addmm(self.b0, features, self.w0.t()).relu_()
-        logits = torch.addmm(self.b1, hidden, self.w1.t()).view(v.shape[0], self.decisions, -1)
-        return self.action_ids[logits.argmax(dim=-1)]
+        hidden = torch.addmm(self.b0, features, self.w0t).relu_()
+        choice = torch.addmm(self.b1, hidden, self.w1t).view(v.shape[0], self.decisions, -1).argmax(dim=-1)
+        return choice if self.ids_are_choices else self.action_ids[choice]
 
 
 @dataclass
@@ -248,8 +253,8 @@ class _Block:
         stats.macs += rows * self.policy.macs_per_frame
         ids = (ids if forced is None else forced).numpy()
         stats.actions += np.bincount(ids.reshape(-1), minlength=NUM_ACTIONS) * self.group_size
-        keep = ids == KEEP
-        reuse = ids == REUSE
+        keep = ids == _KEEP
+        reuse = ids == _REUSE
         reuse[0::t] = False  # REUSE at a clip's first frame copies y_{-1} = 0: executed as SKIP
         if self.dispatch == "dense":
             out2, mean2 = self._masked_dense_clip(xs, identity, keep, reuse, n, t, stats), None
@@ -258,8 +263,9 @@ class _Block:
             need[:-1] |= reuse[1:]
             row = np.arange(rows)[:, None]
             source = np.where(keep, row, np.where(reuse, row - 1, -1))  # the conv1 row conv2 reads per group
-            y1 = self._sparse_conv1(xs, None, need, stats)
-            out2, mean2 = self._sparse_conv2(y1, source, bool(keep.all()), identity, stats)
+            y1 = self._sparse_conv1(xs, None, need, np.count_nonzero(need), stats)
+            n_keep = np.count_nonzero(keep)
+            out2, mean2 = self._sparse_conv2(y1, source, n_keep, n_keep + np.count_nonzero(reuse), identity, stats)
         out, mean = self._residual_branch_end(out2, identity, stats, in_place=True, mean2=mean2)
         return out, mean, ids
 
@@ -297,28 +303,29 @@ class _Block:
         """(B, G) bool -> (B, C, 1, 1) float, each group's value over its channels."""
         return torch.from_numpy(np.repeat(groups, self.group_size, axis=1).astype(np.float32))[:, :, None, None]
 
-    def _sparse_conv1(self, xs, out: torch.Tensor | None, need: np.ndarray, stats) -> torch.Tensor:
-        """conv1's ``need`` (B, G) bool groups of xs, written into ``out`` (a fresh buffer when None); dense on oneDNN
-        when every group is needed (``"auto"``)."""
-        if self.dispatch == "auto" and need.all():
+    def _sparse_conv1(self, xs, out: torch.Tensor | None, need: np.ndarray, n_need: int, stats) -> torch.Tensor:
+        """conv1's ``need`` (B, G) bool groups of xs (``n_need`` of them), written into ``out`` (a fresh buffer when
+        None); dense on oneDNN when every group is needed (``"auto"``)."""
+        if self.dispatch == "auto" and n_need == need.size:
             stats.dense_calls += 1
             y = self._count_dense(stats, self.conv1, self.conv1.dense(xs, relu=True))
             return y if out is None else out.copy_(y)
         stats.kernel_calls += 1
         out = _empty_like_output(self.conv1, xs) if out is None else out
         self.sparse1(xs, out=out, out_groups=torch.from_numpy(need), in_source=None, relu=True)
-        stats.macs += int(need.sum()) * out.shape[2] * out.shape[3] * self.group_size * self._taps_macs(self.conv1)
+        stats.macs += n_need * out.shape[2] * out.shape[3] * self.group_size * self._taps_macs(self.conv1)
         return out
 
     def _sparse_conv2(
-        self, y1, source: np.ndarray, all_kept: bool, identity, stats, rows=None
+        self, y1, source: np.ndarray, n_keep: int, n_read: int, identity, stats, rows=None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """conv2 reading group g of sample b from row ``source[b, g]`` (int64) of y1 (-1: skipped); a BasicBlock adds
-        the residual. Dense on oneDNN when every group of every sample is kept (``"auto"``); ``rows`` (B rows of y1
-        that the samples own) are then its input. -> (output, its global average pool when the group kernel ran
+        """conv2 reading group g of sample b from row ``source[b, g]`` (int64) of y1 (-1: skipped; ``n_read`` groups
+        are read, ``n_keep`` of them from the sample's own row); a BasicBlock adds the residual. Dense on oneDNN when
+        every group of every sample is kept (``"auto"``); ``rows`` (B rows of y1 that the samples own) are then its
+        input. -> (output, its global average pool when the group kernel ran
         a BasicBlock's last conv with ``pool_output``, else None)."""
         residual = None if self.bottleneck else identity
-        if self.dispatch == "auto" and all_kept:
+        if self.dispatch == "auto" and n_keep == source.size:
             stats.dense_calls += 1
             x2 = y1 if rows is None else y1[rows]
             return self._count_dense(stats, self.conv2, self.conv2.dense(x2, relu=True, residual=residual)), None
@@ -327,8 +334,7 @@ class _Block:
         mean = torch.empty(out.shape[:2]) if self.pool_output and not self.bottleneck else None
         self.sparse2(y1, out=out, out_groups=None, in_source=torch.from_numpy(source), relu=True, residual=residual,
                      mean=mean)  # fmt: skip
-        stats.macs += int((source >= 0).sum()) * out.shape[2] * out.shape[3] * self.group_size * \
-            self._taps_macs(self.conv2, per="in")  # fmt: skip
+        stats.macs += n_read * out.shape[2] * out.shape[3] * self.group_size * self._taps_macs(self.conv2, per="in")
         return out, mean
 
     @staticmethod
@@ -340,15 +346,16 @@ class _Block:
     # --- streaming ------------------------------------------------------------------------------------------------
 
     def step(
-        self, x: torch.Tensor, v: torch.Tensor | None, st: _BlockState, first: np.ndarray, forced, stats
+        self, x: torch.Tensor, v: torch.Tensor | None, st: _BlockState, first: np.ndarray | None, forced, stats
     ) -> tuple[torch.Tensor, torch.Tensor | None, np.ndarray | None]:
         """One frame of B streams: x (B, C_in, H, W) NHWC, its pool v (B, C_in) or None, ``first`` (B,) bool (a
-        stream's first frame) -> (block output, its pool or None, action ids (B, G) as NumPy int64, or None)."""
+        stream's first frame; None when no stream is at its first) -> (block output, its pool or None, action ids
+        (B, G) as NumPy int64, or None)."""
         xs = x
         if self.fold:  # causal TSM: the first channels come from the previous frame (zeros at the start)
             xs = x.clone()
             xs[:, : self.fold] = 0.0 if st.shift_prev is None else st.shift_prev
-            if first.any():
+            if first is not None:
                 xs[torch.from_numpy(first), : self.fold] = 0.0
             st.shift_prev = x[:, : self.fold].clone()
         identity = self._identity(x, xs, stats)
@@ -359,15 +366,17 @@ class _Block:
         b = xs.shape[0]
         v = global_avg_pool(xs) if v is None or self.fold else v
         v_prev = st.v_prev
-        if v_prev is not None and first.any():
+        if v_prev is not None and first is not None:
             v_prev = torch.where(torch.from_numpy(first)[:, None], 0.0, v_prev)
         ids = self.policy(v_prev, v)
         stats.macs += b * self.policy.macs_per_frame
         st.v_prev = v
         ids = (ids if forced is None else forced).numpy()
         stats.actions += np.bincount(ids.reshape(-1), minlength=NUM_ACTIONS) * self.group_size
-        keep = ids == KEEP
-        reuse = (ids == REUSE) & ~first[:, None]  # REUSE at a first frame copies zeros: executed as SKIP
+        keep = ids == _KEEP
+        reuse = ids == _REUSE
+        if first is not None:
+            reuse &= ~first[:, None]  # REUSE at a first frame copies zeros: executed as SKIP
         if self.dispatch == "dense":
             out2, mean2 = self._masked_dense_step(xs, identity, st, keep, reuse, stats), None
         else:
@@ -389,12 +398,15 @@ class _Block:
         prev_rows, cur_rows = slice(prev * b, prev * b + b), slice(cur * b, cur * b + b)
         if st.computed is not None:  # lazy reuse: groups reused now that frame t-1 did not compute
             lazy = reuse & ~st.computed
-            if lazy.any():
-                self._sparse_conv1(st.x_prev, st.ring[prev_rows], lazy, stats)
-        self._sparse_conv1(xs, st.ring[cur_rows], keep, stats)
+            n_lazy = np.count_nonzero(lazy)
+            if n_lazy:
+                self._sparse_conv1(st.x_prev, st.ring[prev_rows], lazy, n_lazy, stats)
+        n_keep = np.count_nonzero(keep)
+        self._sparse_conv1(xs, st.ring[cur_rows], keep, n_keep, stats)
         row = np.arange(b)[:, None]
         source = np.where(keep, row + cur * b, np.where(reuse, row + prev * b, -1))
-        out2_and_mean = self._sparse_conv2(st.ring, source, bool(keep.all()), identity, stats, rows=cur_rows)
+        out2_and_mean = self._sparse_conv2(st.ring, source, n_keep, n_keep + np.count_nonzero(reuse), identity, stats,
+                                           rows=cur_rows)  # fmt: skip
         st.computed, st.x_prev, st.slot = keep, xs, cur
         return out2_and_mean
 
@@ -559,6 +571,7 @@ class SparseRecognizer:
             raise ValueError(f"frames must be ({b}, 3, H, W) for {b} streams, got shape {tuple(frames.shape)}")
         forced = self._forced(actions, b, 1)
         first = state.frames == 0
+        first = first if first.any() else None  # the blocks skip the first-frame masking when no stream is new
         policies = {}
         with torch.inference_mode():
             x, v = self._stem(frames), None
