@@ -99,7 +99,8 @@ def test_long_reductions_and_many_samples(backend, kernel, stride, group_size):
 @pytest.mark.parametrize("kernel,stride", GEOMETRIES)
 def test_mean_of_the_output(backend, kernel, stride):
     """With every output group computed, the call also fills the output's global average pool (summed in the
-    epilogue, over blocks of rows: a 20×20 map is two blocks); with chosen output groups it refuses to."""
+    epilogue, over blocks of rows: a 20×20 map is two blocks), also when the output is written over the residual;
+    with chosen output groups it refuses to."""
     gen = torch.Generator().manual_seed(kernel * 3 + stride)
     conv = GroupSparseConv(torch.randn(64, 32, kernel, kernel, generator=gen), torch.randn(64, generator=gen),
                            stride=stride, padding=kernel // 2, group_size=16)  # fmt: skip
@@ -113,6 +114,10 @@ def test_mean_of_the_output(backend, kernel, stride):
                      relu=True, residual=residual, group_size=16)  # fmt: skip
     torch.testing.assert_close(out, want, rtol=1e-4, atol=1e-4 * want.abs().max().item())
     torch.testing.assert_close(mean, want.mean(dim=(2, 3)), rtol=1e-4, atol=1e-5)
+    in_place, mean2 = residual.clone(), torch.full((3, 64), float("nan"))  # out is the residual (the executor's)
+    conv(x, out=in_place, out_groups=None, in_source=in_source, relu=True, residual=in_place, mean=mean2)
+    torch.testing.assert_close(in_place, want, rtol=1e-4, atol=1e-4 * want.abs().max().item())
+    torch.testing.assert_close(mean2, mean, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="mean"):
         conv(x, out=out, out_groups=torch.ones(3, 4, dtype=torch.bool), in_source=in_source, mean=mean)
 

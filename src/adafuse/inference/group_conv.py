@@ -98,7 +98,8 @@ class GroupSparseConv:
             in_source: ``(B, C_in // group_size)`` int64, the row of ``x`` that input group g of sample b reads;
                 -1 leaves the group out of the reduction (a zero input). None: row b, every group.
             relu: apply a ReLU (after the residual).
-            residual: ``(B, C_out, Ho, Wo)`` channels_last, added before the ReLU.
+            residual: ``(B, C_out, Ho, Wo)`` channels_last, added before the ReLU; ``out`` may be the residual
+                itself (each element is read just before it is overwritten).
             mean: ``(B, C_out)`` float32, filled with the global average pool of ``out`` (what the next block's
                 policy reads; summed in the kernel's epilogue). Only with ``out_groups`` None.
 

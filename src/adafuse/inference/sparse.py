@@ -265,7 +265,9 @@ class _Block:
             source = np.where(keep, row, np.where(reuse, row - 1, -1))  # the conv1 row conv2 reads per group
             y1 = self._sparse_conv1(xs, None, need, np.count_nonzero(need), stats)
             n_keep = np.count_nonzero(keep)
-            out2, mean2 = self._sparse_conv2(y1, source, n_keep, n_keep + np.count_nonzero(reuse), identity, stats)
+            # clip mode: nothing reads the block input (or its projection) after conv2, which may write over it
+            out2, mean2 = self._sparse_conv2(y1, source, n_keep, n_keep + np.count_nonzero(reuse), identity, stats,
+                                             in_place=True)  # fmt: skip
         out, mean = self._residual_branch_end(out2, identity, stats, in_place=True, mean2=mean2)
         return out, mean, ids
 
@@ -317,20 +319,24 @@ class _Block:
         return out
 
     def _sparse_conv2(
-        self, y1, source: np.ndarray, n_keep: int, n_read: int, identity, stats, rows=None
+        self, y1, source: np.ndarray, n_keep: int, n_read: int, identity, stats, *, rows=None, in_place: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """conv2 reading group g of sample b from row ``source[b, g]`` (int64) of y1 (-1: skipped; ``n_read`` groups
         are read, ``n_keep`` of them from the sample's own row); a BasicBlock adds the residual. Dense on oneDNN when
         every group of every sample is kept (``"auto"``); ``rows`` (B rows of y1 that the samples own) are then its
-        input. -> (output, its global average pool when the group kernel ran
-        a BasicBlock's last conv with ``pool_output``, else None)."""
+        input. ``in_place``: a BasicBlock's group kernel may write its output over the residual ``identity``.
+        -> (output, its global average pool when the group kernel ran a BasicBlock's last conv with ``pool_output``,
+        else None)."""
         residual = None if self.bottleneck else identity
         if self.dispatch == "auto" and n_keep == source.size:
             stats.dense_calls += 1
             x2 = y1 if rows is None else y1[rows]
             return self._count_dense(stats, self.conv2, self.conv2.dense(x2, relu=True, residual=residual)), None
         stats.kernel_calls += 1
-        out = _empty_like_output(self.conv2, y1, rows=source.shape[0])
+        if in_place and residual is not None:
+            out = residual  # each element of the residual is read by the kernel just before it is overwritten
+        else:
+            out = _empty_like_output(self.conv2, y1, rows=source.shape[0])
         mean = torch.empty(out.shape[:2]) if self.pool_output and not self.bottleneck else None
         self.sparse2(y1, out=out, out_groups=None, in_source=torch.from_numpy(source), relu=True, residual=residual,
                      mean=mean)  # fmt: skip
@@ -405,8 +411,9 @@ class _Block:
         self._sparse_conv1(xs, st.ring[cur_rows], keep, n_keep, stats)
         row = np.arange(b)[:, None]
         source = np.where(keep, row + cur * b, np.where(reuse, row + prev * b, -1))
+        # the next frame's lazy reuse reads this block input (xs) again: conv2 writes over identity only if it is not xs
         out2_and_mean = self._sparse_conv2(st.ring, source, n_keep, n_keep + np.count_nonzero(reuse), identity, stats,
-                                           rows=cur_rows)  # fmt: skip
+                                           rows=cur_rows, in_place=identity is not xs)  # fmt: skip
         st.computed, st.x_prev, st.slot = keep, xs, cur
         return out2_and_mean
 
