@@ -307,13 +307,15 @@ class _Block:
 
     def _sparse_conv1(self, xs, out: torch.Tensor | None, need: np.ndarray, n_need: int, stats) -> torch.Tensor:
         """conv1's ``need`` (B, G) bool groups of xs (``n_need`` of them), written into ``out`` (a fresh buffer when
-        None); dense on oneDNN when every group is needed (``"auto"``)."""
+        None); dense on oneDNN when every group is needed (``"auto"``), nothing run when none is."""
         if self.dispatch == "auto" and n_need == need.size:
             stats.dense_calls += 1
             y = self._count_dense(stats, self.conv1, self.conv1.dense(xs, relu=True))
             return y if out is None else out.copy_(y)
-        stats.kernel_calls += 1
         out = _empty_like_output(self.conv1, xs) if out is None else out
+        if n_need == 0:  # conv2 reads no group of it (a whole stage skipped: the paper's early stages at 32 channels)
+            return out
+        stats.kernel_calls += 1
         self.sparse1(xs, out=out, out_groups=torch.from_numpy(need), in_source=None, relu=True)
         stats.macs += n_need * out.shape[2] * out.shape[3] * self.group_size * self._taps_macs(self.conv1)
         return out
