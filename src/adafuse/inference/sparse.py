@@ -110,7 +110,8 @@ class ExecutionStats:
         macs: multiply-accumulates really executed: every conv from the channels it ran, the policy nets and the
             classifier (``in·out`` per linear layer, as :mod:`adafuse.flops` counts).
         actions: (3,) channels kept / reused / skipped by the policies, over all fused blocks and frames.
-        kernel_calls / dense_calls: policy-controlled convolutions run on the group kernels / densely on oneDNN.
+        kernel_calls / dense_calls: policy-controlled convolutions run on the group kernels / densely on oneDNN (a
+            conv1 none of whose groups is needed is not run, and counts in neither).
     """
 
     frames: int = 0
