@@ -405,11 +405,9 @@ class _Block:
             st.ring, st.slot, st.computed = _empty_like_output(self.conv1, xs, rows=2 * b), 0, None
         prev, cur = st.slot, 1 - st.slot
         prev_rows, cur_rows = slice(prev * b, prev * b + b), slice(cur * b, cur * b + b)
-        if st.computed is not None:  # lazy reuse: groups reused now that frame t-1 did not compute
+        if st.computed is not None:  # lazy reuse: groups reused now that frame t-1 did not compute (often none)
             lazy = reuse & ~st.computed
-            n_lazy = np.count_nonzero(lazy)
-            if n_lazy:
-                self._sparse_conv1(st.x_prev, st.ring[prev_rows], lazy, n_lazy, stats)
+            self._sparse_conv1(st.x_prev, st.ring[prev_rows], lazy, np.count_nonzero(lazy), stats)
         n_keep = np.count_nonzero(keep)
         self._sparse_conv1(xs, st.ring[cur_rows], keep, n_keep, stats)
         row = np.arange(b)[:, None]
