@@ -209,3 +209,22 @@ def test_a_refused_fused_convolution_falls_back_to_conv2d(monkeypatch):
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
     assert not folded._fused
     torch.testing.assert_close(folded.dense(x, relu=True, residual=residual), expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.skipif(not kernels._MKLDNN, reason="this torch has no fused oneDNN convolution: F.conv2d is the default")
+def test_dense_3x3_in_place_accumulates_into_the_residual():
+    # A BasicBlock's conv2 on oneDNN (its sum post-op): the result is written into the residual's buffer only when
+    # asked to, and equals the out-of-place result.
+    conv, bn = torch.nn.Conv2d(32, 32, 3, padding=1, bias=False), torch.nn.BatchNorm2d(32).eval()
+    bn.running_mean.uniform_(-1, 1)
+    folded = kernels.FoldedConv(conv, bn)
+    assert folded._kernel is None  # 3 × 32 values per kernel row: oneDNN, not the row kernel
+    x = torch.randn(2, 32, 6, 7).contiguous(memory_format=torch.channels_last)
+    residual = torch.randn(2, 32, 6, 7).contiguous(memory_format=torch.channels_last)
+    expected = (bn(conv(x)) + residual).relu()
+    kept = residual.clone()
+    torch.testing.assert_close(folded.dense(x, relu=True, residual=residual), expected, atol=1e-5, rtol=1e-5)
+    assert torch.equal(residual, kept), "without in_place the residual is left as it was"
+    out = folded.dense(x, relu=True, residual=residual, in_place=True)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    assert out.data_ptr() == residual.data_ptr()

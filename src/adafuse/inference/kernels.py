@@ -120,10 +120,14 @@ class FoldedConv:
         return GroupSparseConv(self.weight, self.bias, stride=self.stride[0], padding=self.padding[0],
                                group_size=group_size)  # fmt: skip
 
-    def _conv(self, x, weight, bias, relu: bool, residual: torch.Tensor | None) -> torch.Tensor:
+    def _conv(self, x, weight, bias, relu: bool, residual: torch.Tensor | None, in_place: bool) -> torch.Tensor:
         if self._fused:
             args = (self.padding, self.stride, self.dilation, 1)
             try:
+                if residual is not None and in_place:  # accumulated into the residual's buffer: no fresh output
+                    return torch.ops.mkldnn._convolution_pointwise_.binary(
+                        residual, x, weight, bias, *args, "add", 1.0, "relu", [], ""
+                    )
                 if residual is not None:
                     return torch.ops.mkldnn._convolution_pointwise.binary(
                         x, residual, weight, bias, *args, "add", 1.0, "relu", [], ""
@@ -159,7 +163,7 @@ class FoldedConv:
         if self._kernel == "conv_rows":
             return self._rows(x, relu, residual)
         if self._kernel is None:
-            return self._conv(x, self._packed_weight(x), self.bias, relu, residual)
+            return self._conv(x, self._packed_weight(x), self.bias, relu, residual, in_place)
         return self._pointwise(x, relu, residual, in_place, None)
 
     def dense_and_mean(

@@ -225,10 +225,11 @@ class _Block:
                                                                                relu=False))  # fmt: skip
 
     def _dense_pair(self, xs: torch.Tensor, identity: torch.Tensor, stats: ExecutionStats) -> torch.Tensor:
-        """conv1 and conv2 (with a BasicBlock's residual) dense, no policy."""
+        """conv1 and conv2 (with a BasicBlock's residual, into its buffer: a block without a policy is never read by
+        a lazy reuse, so nothing reads its input afterwards) dense, no policy."""
         y1 = self._count_dense(stats, self.conv1, self.conv1.dense(xs, relu=True))
         residual = None if self.bottleneck else identity
-        return self._count_dense(stats, self.conv2, self.conv2.dense(y1, relu=True, residual=residual))
+        return self._count_dense(stats, self.conv2, self.conv2.dense(y1, relu=True, residual=residual, in_place=True))
 
     # --- clip mode ------------------------------------------------------------------------------------------------
 
@@ -300,7 +301,9 @@ class _Block:
             f5[:, 1:] += y5[:, :-1] * r5[:, 1:]
         stats.dense_calls += 2
         residual = None if self.bottleneck else identity
-        return self._count_dense(stats, self.conv2, self.conv2.dense(fused, relu=True, residual=residual))
+        # into a BasicBlock's residual buffer: the masked path never reads a block input again (no lazy reuse)
+        out = self.conv2.dense(fused, relu=True, residual=residual, in_place=True)
+        return self._count_dense(stats, self.conv2, out)
 
     def _channel_mask(self, groups: np.ndarray) -> torch.Tensor:
         """(B, G) bool -> (B, C, 1, 1) float, each group's value over its channels."""
@@ -327,14 +330,15 @@ class _Block:
         """conv2 reading group g of sample b from row ``source[b, g]`` (int64) of y1 (-1: skipped; ``n_read`` groups
         are read, ``n_keep`` of them from the sample's own row); a BasicBlock adds the residual. Dense on oneDNN when
         every group of every sample is kept (``"auto"``); ``rows`` (B rows of y1 that the samples own) are then its
-        input. ``in_place``: a BasicBlock's group kernel may write its output over the residual ``identity``.
+        input. ``in_place``: a BasicBlock's conv2 may write its output over the residual ``identity``.
         -> (output, its global average pool when the group kernel ran a BasicBlock's last conv with ``pool_output``,
         else None)."""
         residual = None if self.bottleneck else identity
         if self.dispatch == "auto" and n_keep == source.size:
             stats.dense_calls += 1
             x2 = y1 if rows is None else y1[rows]
-            return self._count_dense(stats, self.conv2, self.conv2.dense(x2, relu=True, residual=residual)), None
+            out = self.conv2.dense(x2, relu=True, residual=residual, in_place=in_place)
+            return self._count_dense(stats, self.conv2, out), None
         stats.kernel_calls += 1
         if in_place and residual is not None:
             out = residual  # each element of the residual is read by the kernel just before it is overwritten
@@ -427,7 +431,9 @@ class _Block:
         st.y_prev = y1
         stats.dense_calls += 2
         residual = None if self.bottleneck else identity
-        return self._count_dense(stats, self.conv2, self.conv2.dense(fused, relu=True, residual=residual))
+        # into a BasicBlock's residual buffer: the masked path never reads a block input again (no lazy reuse)
+        out = self.conv2.dense(fused, relu=True, residual=residual, in_place=True)
+        return self._count_dense(stats, self.conv2, out)
 
 
 class SparseRecognizer:
