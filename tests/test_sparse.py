@@ -211,7 +211,7 @@ def test_a_refused_fused_convolution_falls_back_to_conv2d(monkeypatch):
     torch.testing.assert_close(folded.dense(x, relu=True, residual=residual), expected, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.skipif(not kernels._MKLDNN, reason="this torch has no fused oneDNN convolution: F.conv2d is the default")
+@pytest.mark.skipif(not kernels._MKLDNN_IN_PLACE, reason="this torch has no in-place fused oneDNN convolution")
 def test_dense_3x3_in_place_accumulates_into_the_residual():
     # A BasicBlock's conv2 on oneDNN (its sum post-op): the result is written into the residual's buffer only when
     # asked to, and equals the out-of-place result.

@@ -36,6 +36,8 @@ from adafuse.inference.group_conv import GroupSparseConv
 
 # oneDNN's fused convolution with pre-packed weights (what inductor's CPU freezing uses); F.conv2d otherwise.
 _MKLDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+# Its in-place form (the sum post-op: the result accumulated into the residual's buffer), registered beside it.
+_MKLDNN_IN_PLACE = _MKLDNN and hasattr(torch.ops.mkldnn, "_convolution_pointwise_")
 # Output pixels per work item of the 1×1 kernel: a block's input rows serve a chunk of 16-channel weight panels from
 # the L1/L2 cache (96 to 1024 ran alike on ResNet-50's shapes; docs/kernels.md).
 _BLOCK_PIXELS = 256
@@ -124,7 +126,7 @@ class FoldedConv:
         if self._fused:
             args = (self.padding, self.stride, self.dilation, 1)
             try:
-                if residual is not None and in_place:  # accumulated into the residual's buffer: no fresh output
+                if residual is not None and in_place and _MKLDNN_IN_PLACE:  # into the residual: no fresh output
                     return torch.ops.mkldnn._convolution_pointwise_.binary(
                         residual, x, weight, bias, *args, "add", 1.0, "relu", [], ""
                     )
