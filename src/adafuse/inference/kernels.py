@@ -15,7 +15,8 @@ and the residual add + ReLU of a ResNet block fused in:
   than oneDNN);
 - everything else (and every conv when the extension is not built) on oneDNN, the weight pre-packed once per
   input size into oneDNN's blocked layout (a plain weight is re-laid out on every call, which dominates the deep,
-  weight-heavy layers at batch 1).
+  weight-heavy layers at batch 1); with ``in_place`` a residual add accumulates into the residual's buffer (oneDNN's
+  sum post-op), as on the 1×1 kernel.
 
 The policy-controlled convolutions run on the group-sparse kernels of :mod:`adafuse.inference.group_conv`
 (:meth:`FoldedConv.group_sparse` builds one on the same folded weight).
