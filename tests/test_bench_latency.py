@@ -53,6 +53,17 @@ def test_json_reports_every_path_and_the_best_dense(capsys, mode):
     assert keep["executed_mac_ratio"] == pytest.approx(keep["mac_ratio"], rel=1e-9)
 
 
+def test_table_prints_each_combination_once(capsys):
+    table = [a for a in TINY if a != "--json"]
+    assert main(["bench", "latency", *table, "--baselines", "executor", "--policy", "keep", "0.5,0.25,0.25",
+                 "--policy-group-size", "8", "16"]) == 0  # fmt: skip
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("| backbone") and sum(line.startswith("| backbone") for line in lines) == 1
+    rows = [line.split(" | ")[3:5] for line in lines[2:]]  # (group, policy) of each row
+    assert [(g, p.split(" ")[0]) for g, p in rows] == [("8", "keep"), ("8", "0.5,0.25,0.25"),
+                                                       ("16", "keep"), ("16", "0.5,0.25,0.25")]  # fmt: skip
+
+
 @pytest.mark.slow
 def test_onnxruntime_and_compile_baselines(capsys):
     result = bench(capsys, "--policy", "paper", "--policy-group-size", "16", "--profile")

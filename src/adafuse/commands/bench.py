@@ -69,16 +69,16 @@ def run(args: argparse.Namespace) -> int:
     for backbone in backbones:
         for threads in args.threads:
             for group in groups:
-                rows += measure_latency(
+                new = measure_latency(
                     backbone=backbone or "", threads=threads, policies=args.policy, mode=args.mode,
                     num_segments=args.num_segments, rounds=args.rounds, warmup=args.warmup,
                     input_size=args.input_size, policy_hidden=args.policy_hidden, policy_group_size=group or 1,
                     baselines=args.baselines, clock=args.clock, checkpoint=args.checkpoint,
                     profile_paths=args.profile,
                 )  # fmt: skip
-                if not args.json:
-                    print("\n".join(markdown_table(rows).splitlines()[0 if len(rows) == len(args.policy) else 2 :]),
-                          flush=True)  # fmt: skip
+                if not args.json:  # the header once, then each combination's rows as they come
+                    print("\n".join(markdown_table(new).splitlines()[0 if not rows else 2 :]), flush=True)
+                rows += new
     if args.json:
         print(json.dumps({**rows[0], "results": rows}))
     return 0

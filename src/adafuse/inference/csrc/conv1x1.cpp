@@ -5,18 +5,20 @@
 // Why our own: oneDNN's NHWC 1x1 kernel on AVX2 blocks its weights by 24 output channels and reads the residual in
 // a separate post-op pass; a ResNet's expanding conv3 (C/4 -> C channels plus the residual) then runs at 1.24x (alone)
 // to 1.47x (in the network) of ONNX Runtime's time (docs/speed.md). This is the classic register-blocked GEMM: a
-// micro-tile of 6 output pixels x 16 output channels (12 ymm accumulators, micro_tile.h) reduces over K
-// broadcasting one input value per pixel against two weight vectors; the weights are packed once as (N / 16, K, 16)
-// panels. The tile starts from the bias; the residual is added and the ReLU taken before its single store (the
-// residual's lines are prefetched one tile ahead: in a network it was written three convolutions earlier and is out
-// of cache), and the pool's partial sums are taken from the same registers. When K is long the reduction is split
-// into slices of kSliceK input channels (a 16-wide panel slice then stays in L1); the tile is stored between slices
-// and reloaded, the residual added at the first slice. out may be the residual itself (in place): each element is
-// read before it is written, by the same thread.
+// micro-tile of kRows output pixels x kTilePanels 16-channel panels (7 x 32 in 14 zmm accumulators with AVX-512,
+// 6 x 16 in 12 ymm with AVX2; micro_tile.h) reduces over K broadcasting one input value per pixel against the
+// tile's weight vectors; the weights are packed once as (N / 16, K, 16) panels. The tile starts from the bias; the
+// residual is added and the ReLU taken before its single store (the residual's lines are prefetched one tile ahead:
+// in a network it was written three convolutions earlier and is out of cache), and the pool's partial sums are
+// taken from the same registers. The next tile's input rows are prefetched too (on 56 x 56 maps a block's inputs
+// do not fit L2: 72 -> 80 GMAC/s). When K is long the reduction is split into slices of kSliceK input channels (a
+// 16-wide panel slice then stays in L1); the tile is stored between slices and reloaded, the residual added at the
+// first slice. out may be the residual itself (in place): each element is read before it is written, by the same
+// thread.
 //
 // Work items are (block of pixels, chunk of output channels): a chunk's weights stay in L2 while the block's
 // micro-tiles sweep it, a tile's input rows stay in L1 across the chunk's panels, and the output rows are written
-// contiguously. A block is part of one sample, or on small maps a group of whole samples. Without AVX2 and FMA at
+// contiguously. A block is part of one sample, or on small maps a group of whole samples. Without AVX-512 or AVX2 + FMA at
 // compile time the same loops run on plain floats (the compiler vectorises what it can). Registered as
 // torch.ops.adafuse_cpu.conv1x1 (see adafuse/inference/kernels.py).
 
@@ -36,6 +38,7 @@ namespace {
 using adafuse::check_nhwc;
 using adafuse::kLanes;
 using adafuse::kRows;
+using adafuse::kTilePanels;
 
 constexpr int64_t kSliceK = 256;  // input channels per reduction slice: a (kSliceK x 16) panel slice is 16 KiB
 
@@ -100,16 +103,23 @@ void conv1x1(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, c
               t.c[r] = op + (p + r) * N + j0 * kLanes;
               t.r[r] = res == nullptr ? nullptr : res + (p + r) * N + j0 * kLanes;
             }
-            for (int64_t j = j0; j < j1; ++j) {
-              for (int64_t r = p + kRows; r < std::min(p1, p + 2 * kRows); ++r) {  // the next tile's output lines
-                __builtin_prefetch(op + r * N + j * kLanes, 1);
-                if (res != nullptr && res != op) __builtin_prefetch(res + r * N + j * kLanes, 0);
-              }
+            for (int64_t r = p + kRows; r < std::min(p1, p + 2 * kRows); ++r) {  // the next tile's input rows
+              const float* a = in_row(r) + k0;
+              for (int64_t k = 0; k < k1 - k0; k += 16) __builtin_prefetch(a + k, 0);
+            }
+            for (int64_t j = j0; j < j1; j += kTilePanels) {
+              const int64_t n_panels = std::min(kTilePanels, j1 - j);
+              for (int64_t r = p + kRows; r < std::min(p1, p + 2 * kRows); ++r)  // the next tile's output lines
+                for (int64_t q = j; q < j + n_panels; ++q) {
+                  __builtin_prefetch(op + r * N + q * kLanes, 1);
+                  if (res != nullptr && res != op) __builtin_prefetch(res + r * N + q * kLanes, 0);
+                }
               t.sum = block_sums == nullptr ? nullptr : block_sums + j * kLanes;
-              adafuse::kMicroTiles[rows](t, &seg, 1, wp + j * K * kLanes, bp + j * kLanes, k0 == 0, k1 == K, relu);
+              adafuse::micro_tile_for(rows, n_panels)(t, &seg, 1, wp + j * K * kLanes, K * kLanes, bp + j * kLanes,
+                                                      k0 == 0, k1 == K, relu);
               for (int64_t r = 0; r < rows; ++r) {
-                t.c[r] += kLanes;
-                if (t.r[r] != nullptr) t.r[r] += kLanes;
+                t.c[r] += n_panels * kLanes;
+                if (t.r[r] != nullptr) t.r[r] += n_panels * kLanes;
               }
             }
           }

@@ -33,6 +33,7 @@ namespace {
 using adafuse::check_nhwc;
 using adafuse::kLanes;
 using adafuse::kRows;
+using adafuse::kTilePanels;
 
 constexpr int64_t kSliceK = 256;
 
@@ -80,7 +81,8 @@ void run_block(const Geometry& g, const std::vector<Slice>& slices, const float*
         seg.n = sl.c1 - sl.c0;
       }
     }
-    for (int64_t j = j0; j < j1; ++j) {
+    for (int64_t j = j0; j < j1; j += kTilePanels) {
+      const int64_t n_panels = std::min(kTilePanels, j1 - j);
       for (int64_t ti = 0; ti < n_tiles; ++ti) {
         const int64_t p = p0 + ti * kRows, n_rows = std::min(kRows, p1 - p), o = (p - p0) * g.N + j * kLanes;
         adafuse::Tile t;
@@ -89,8 +91,9 @@ void run_block(const Geometry& g, const std::vector<Slice>& slices, const float*
           t.r[r] = res == nullptr ? nullptr : res + o + r * g.N;
         }
         t.sum = nullptr;
-        adafuse::kMicroTiles[n_rows](t, segs.data() + ti * per_tile, rows, w + j * g.K * kLanes, bias + j * kLanes,
-                                     si == 0, si + 1 == slices.size(), relu);
+        adafuse::micro_tile_for(n_rows, n_panels)(
+            t, segs.data() + ti * per_tile, rows, w + j * g.K * kLanes, g.K * kLanes, bias + j * kLanes, si == 0,
+            si + 1 == slices.size(), relu);
       }
     }
   }

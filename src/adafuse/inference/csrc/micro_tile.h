@@ -1,26 +1,39 @@
 // The register-blocked micro-kernel of the executor's own dense convolutions (conv1x1.cpp, conv_rows.cpp): a tile of
-// 6 output pixels x 16 output channels in 12 ymm accumulators, reduced over a list of segments, each one stretch of
-// input values per pixel against the matching rows of a (K, 16) weight panel. One broadcast input value per pixel
-// meets two weight vectors per step. A segment's six input pointers are free: a 1x1 conv's pixels read their own
+// R <= kRows output pixels x P 16-channel weight panels, reduced over a list of segments, each one stretch of input
+// values per pixel against the matching rows of (K, 16) weight panels. One broadcast input value per pixel meets
+// the tile's weight vectors at each step. A segment's input pointers are free: a 1x1 conv's pixels read their own
 // rows (K-slices of them), a row kernel's pixels the kernel rows of a padded input.
 //
+// Two register layouts, chosen at compile time: with AVX-512, 7 pixels x 2 panels (32 channels) in 14 zmm
+// accumulators (7 divides every map of a ResNet at 224 px: 112, 56, 28, 14, 7, so tiles are whole; and 7 input
+// pointers + 2 weight pointers fit the general registers); with AVX2 + FMA, 6 pixels x 1 panel in 12 ymm
+// accumulators. A 16-lane panel is one zmm or two ymm, so the packed weights are the same on both. An odd last
+// panel runs as a 1-panel tile (P = 1).
+//
 // The tile starts from the bias (first) or from the partial sums stored by the previous call; before its single
-// store it adds the residual (first) and takes the ReLU (last), and with last it adds its 16 channel sums over its
-// pixels to `sum` (the global average pool of conv1x1). Without AVX2 + FMA at compile time the same loops run on
+// store it adds the residual (first) and takes the ReLU (last), and with last it adds its channel sums over its
+// pixels to `sum` (the global average pool of conv1x1). Without either at compile time the same loops run on
 // plain floats.
 #pragma once
 
 #include <algorithm>
 #include <cstdint>
+#include <utility>
 
-#if defined(__AVX2__) && defined(__FMA__)
+#if (defined(__AVX2__) && defined(__FMA__)) || defined(__AVX512F__)
 #include <immintrin.h>
 #endif
 
 namespace adafuse {
 
-constexpr int64_t kRows = 6;    // pixels per micro-tile
-constexpr int64_t kLanes = 16;  // output channels per micro-tile and weight panel (two ymm registers)
+constexpr int64_t kLanes = 16;  // output channels per weight panel (one zmm, two ymm)
+#if defined(__AVX512F__)
+constexpr int64_t kRows = 7;        // pixels per micro-tile
+constexpr int64_t kTilePanels = 2;  // panels per micro-tile
+#else
+constexpr int64_t kRows = 6;
+constexpr int64_t kTilePanels = 1;
+#endif
 
 struct Segment {          // n reduction steps: pixel i reads a[i][0..n), the panel rows w .. w + n
   const float* a[kRows];  // pixels past the tile's R may hold anything (they are not read)
@@ -29,16 +42,78 @@ struct Segment {          // n reduction steps: pixel i reads a[i][0..n), the pa
 };
 
 struct Tile {
-  float* c[kRows];        // where each pixel's 16 outputs go
+  float* c[kRows];        // where each pixel's P x 16 outputs go
   const float* r[kRows];  // its residual, or nullptr
-  float* sum;             // where the tile's 16 channel sums over its pixels are added, or nullptr
+  float* sum;             // where the tile's P x 16 channel sums over its pixels are added, or nullptr
 };
 
-// One (R x 16) tile over segments [segs, segs + n_segs) of panel b.
-template <int R>
-inline void micro_tile(const Tile& t, const Segment* segs, int64_t n_segs, const float* b, const float* bias,
-                       bool first, bool last, bool relu) {
-#if defined(__AVX2__) && defined(__FMA__)
+// One (R x P·16) tile over segments [segs, segs + n_segs) of panels b, b + panel, ... (panel: floats per panel);
+// bias, the outputs, the residual and the sums of the P panels are consecutive.
+template <int R, int P>
+inline void micro_tile(const Tile& t, const Segment* segs, int64_t n_segs, const float* b, int64_t panel,
+                       const float* bias, bool first, bool last, bool relu) {
+  static_assert(P >= 1 && P <= kTilePanels, "panels per tile");
+#if defined(__AVX512F__)
+  // Fourteen named accumulators, not an array: GCC keeps an indexed array on the stack and reloads it every step.
+  __m512 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, c60, c61;
+  const __m512 zero = _mm512_setzero_ps();
+#define ADAFUSE_ROWS(X) \
+  X(0, c00, c01) X(1, c10, c11) X(2, c20, c21) X(3, c30, c31) X(4, c40, c41) X(5, c50, c51) X(6, c60, c61)
+#define ADAFUSE_INIT(i, lo, hi)                                                              \
+  if constexpr (i < R) {                                                                     \
+    lo = _mm512_loadu_ps(first ? bias : t.c[i]);                                             \
+    if constexpr (P == 2) hi = _mm512_loadu_ps(first ? bias + 16 : t.c[i] + 16);             \
+  }
+#define ADAFUSE_FMA(i, lo, hi)                                                               \
+  if constexpr (i < R) {                                                                     \
+    const __m512 v = _mm512_set1_ps(a##i[k]);                                                \
+    lo = _mm512_fmadd_ps(v, w0, lo);                                                         \
+    if constexpr (P == 2) hi = _mm512_fmadd_ps(v, w1, hi);                                   \
+  }
+#define ADAFUSE_STORE(i, lo, hi)                                                             \
+  if constexpr (i < R) {                                                                     \
+    if (first && t.r[i] != nullptr) {                                                        \
+      lo = _mm512_add_ps(lo, _mm512_loadu_ps(t.r[i]));                                       \
+      if constexpr (P == 2) hi = _mm512_add_ps(hi, _mm512_loadu_ps(t.r[i] + 16));            \
+    }                                                                                        \
+    if (last && relu) {                                                                      \
+      lo = _mm512_max_ps(lo, zero);                                                          \
+      if constexpr (P == 2) hi = _mm512_max_ps(hi, zero);                                    \
+    }                                                                                        \
+    _mm512_storeu_ps(t.c[i], lo);                                                            \
+    if constexpr (P == 2) _mm512_storeu_ps(t.c[i] + 16, hi);                                 \
+  }
+#define ADAFUSE_SUM(i, lo, hi)                                                               \
+  if constexpr (i > 0 && i < R) {                                                            \
+    s0 = _mm512_add_ps(s0, lo);                                                              \
+    if constexpr (P == 2) s1 = _mm512_add_ps(s1, hi);                                        \
+  }
+  ADAFUSE_ROWS(ADAFUSE_INIT)
+  for (const Segment* s = segs; s != segs + n_segs; ++s) {
+    const float *a0 = s->a[0], *a1 = s->a[1], *a2 = s->a[2], *a3 = s->a[3], *a4 = s->a[4], *a5 = s->a[5],
+                *a6 = s->a[6];
+    const float* bk = b + s->w;
+    for (int64_t k = 0; k < s->n; ++k, bk += kLanes) {
+      const __m512 w0 = _mm512_loadu_ps(bk);
+      __m512 w1;
+      if constexpr (P == 2) w1 = _mm512_loadu_ps(bk + panel);
+      ADAFUSE_ROWS(ADAFUSE_FMA)
+    }
+  }
+  ADAFUSE_ROWS(ADAFUSE_STORE)
+  if (last && t.sum != nullptr) {
+    __m512 s0 = c00, s1 = c01;
+    ADAFUSE_ROWS(ADAFUSE_SUM)
+    _mm512_storeu_ps(t.sum, _mm512_add_ps(_mm512_loadu_ps(t.sum), s0));
+    if constexpr (P == 2) _mm512_storeu_ps(t.sum + 16, _mm512_add_ps(_mm512_loadu_ps(t.sum + 16), s1));
+  }
+#undef ADAFUSE_SUM
+#undef ADAFUSE_STORE
+#undef ADAFUSE_FMA
+#undef ADAFUSE_INIT
+#undef ADAFUSE_ROWS
+#elif defined(__AVX2__) && defined(__FMA__)
+  (void)panel;  // one panel per tile
   // Twelve named accumulators, not an array: GCC keeps an indexed array on the stack and reloads it every step.
   __m256 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;
   const __m256 zero = _mm256_setzero_ps();
@@ -92,18 +167,20 @@ inline void micro_tile(const Tile& t, const Segment* segs, int64_t n_segs, const
 #undef ADAFUSE_INIT
 #undef ADAFUSE_ROWS
 #else
-  float acc[R][kLanes];
+  constexpr int64_t L = P * kLanes;
+  float acc[R][L];
   for (int r = 0; r < R; ++r)
-    for (int64_t l = 0; l < kLanes; ++l) acc[r][l] = first ? bias[l] : t.c[r][l];
+    for (int64_t l = 0; l < L; ++l) acc[r][l] = first ? bias[l] : t.c[r][l];
   for (const Segment* s = segs; s != segs + n_segs; ++s)
     for (int64_t k = 0; k < s->n; ++k)
       for (int r = 0; r < R; ++r)
-        for (int64_t l = 0; l < kLanes; ++l) acc[r][l] += s->a[r][k] * b[s->w + k * kLanes + l];
+        for (int64_t l = 0; l < L; ++l)
+          acc[r][l] += s->a[r][k] * b[l / kLanes * panel + s->w + k * kLanes + l % kLanes];
   for (int r = 0; r < R; ++r)
     if (first && t.r[r] != nullptr)
-      for (int64_t l = 0; l < kLanes; ++l) acc[r][l] += t.r[r][l];
+      for (int64_t l = 0; l < L; ++l) acc[r][l] += t.r[r][l];
   for (int r = 0; r < R; ++r)
-    for (int64_t l = 0; l < kLanes; ++l) {
+    for (int64_t l = 0; l < L; ++l) {
       t.c[r][l] = last && relu && acc[r][l] < 0.f ? 0.f : acc[r][l];
       if (last && t.sum != nullptr) t.sum[l] += t.c[r][l];
     }
@@ -117,13 +194,28 @@ inline int64_t block_size(int64_t pixels, int64_t block_pixels) {
   return ((pixels + per_sample - 1) / per_sample + kRows - 1) / kRows * kRows;
 }
 
-// Panels per work-item chunk: as many as make about 256 KiB (half of L2) of weights over a slice of slice_k rows.
+// Panels per work-item chunk: as many as make about 256 KiB (half of L2) of weights over a slice of slice_k rows,
+// whole tiles of kTilePanels panels.
 inline int64_t panel_chunk(int64_t slice_k, int64_t panels) {
-  return std::clamp<int64_t>((int64_t{1} << 16) / (slice_k * kLanes), 1, panels);
+  const int64_t chunk = std::max<int64_t>((int64_t{1} << 16) / (slice_k * kLanes), 1);
+  return std::min(panels, (chunk + kTilePanels - 1) / kTilePanels * kTilePanels);
 }
 
-using MicroTile = void (*)(const Tile&, const Segment*, int64_t, const float*, const float*, bool, bool, bool);
-constexpr MicroTile kMicroTiles[kRows + 1] = {nullptr,        micro_tile<1>, micro_tile<2>, micro_tile<3>,
-                                               micro_tile<4>, micro_tile<5>, micro_tile<6>};
+using MicroTile = void (*)(const Tile&, const Segment*, int64_t, const float*, int64_t, const float*, bool, bool,
+                           bool);
+
+template <int P, typename Rows>
+struct TileTable;
+template <int P, int... R>
+struct TileTable<P, std::integer_sequence<int, R...>> {  // entry r: the tile of r pixels (entry 0 unused)
+  static constexpr MicroTile table[] = {nullptr, micro_tile<R + 1, P>...};
+};
+
+// The micro-tile for `rows` pixels (1 .. kRows) and `panels` panels (1 .. kTilePanels).
+inline MicroTile micro_tile_for(int64_t rows, int64_t panels) {
+  using Rows = std::make_integer_sequence<int, kRows>;
+  if (kTilePanels == 2 && panels == 2) return TileTable<kTilePanels, Rows>::table[rows];
+  return TileTable<1, Rows>::table[rows];
+}
 
 }  // namespace adafuse
