@@ -76,6 +76,16 @@ def test_random_masks_other_rows_residual_relu(backend, kernel, stride, group_si
     check(conv, x, out_groups=out_groups, in_source=in_source, batch=batch, gen=gen)
 
 
+@pytest.mark.skipif(not HAS_COMPILER, reason="needs a C++ compiler")
+def test_which_reduction_a_3x3_runs_on():
+    """With AVX-512 a 3×3 over groups of 32 or 64 channels reduces on the extension's own 7 × 32 micro-tile (the
+    tests above then check it); otherwise, and for every 1×1, on oneDNN's brgemm."""
+    ops = extension.extension_ops()
+    avx512 = torch.backends.cpu.get_cpu_capability() == "AVX512"
+    assert [ops.group_conv_on_tiles(k, g) for k, g in ((3, 32), (3, 64), (3, 16), (3, 8), (1, 32))] == [
+        avx512, avx512, False, False, False]  # fmt: skip
+
+
 @pytest.mark.parametrize("kernel,stride", GEOMETRIES)
 @pytest.mark.parametrize("group_size", [16, 32, 64])
 def test_long_reductions_and_many_samples(backend, kernel, stride, group_size):

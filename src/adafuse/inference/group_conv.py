@@ -14,7 +14,8 @@ Two back ends, same results:
   (output group, input group) as K-major blocks; a 1×1 reads activations in place, runs of consecutive input
   groups from the same row merged into one reduction chunk; a 3×3 gathers the active input groups of a block of
   output pixels once into a patch matrix (each group from its own row, zeros for the padding) that serves every
-  output group, all taps in one reduction;
+  output group, all taps in one reduction — in an AVX-512 build, over groups of 32 or 64 channels, reduced on the
+  dense kernels' 7 × 32 register tile instead of brgemm (bias, residual and ReLU in the tile's store);
 - pure PyTorch (gather the input groups, ``F.conv2d``, write the computed groups back): used when the extension
   cannot be built (one warning says why) or when ``ADAFUSE_KERNELS=torch`` is set in the environment.
 """
@@ -61,12 +62,17 @@ class GroupSparseConv:
         self.bias = bias.detach().float().contiguous()
         self._ops = extension_ops()
         if self._ops is not None:
-            # (G_out, G_in, taps, group, group): for output group j, input group q's taps as K-major (group, group)
-            # blocks one after the other, so consecutive input groups are one contiguous (K, group) matrix of the
-            # micro-kernel (all taps of a 3×3 in one reduction).
+            # brgemm: (G_out, G_in, taps, group, group): for output group j, input group q's taps as K-major
+            # (group, group) blocks one after the other, so consecutive input groups are one contiguous (K, group)
+            # matrix of the micro-kernel (all taps of a 3×3 in one reduction). The register tile:
+            # (C_out / 16, G_in · taps · group, 16) panels, K in the patch matrix's column order.
             g_out, g_in = c_out // group_size, c_in // group_size
-            self._packed = (self.weight.view(g_out, group_size, g_in, group_size, kh * kw)
-                            .permute(0, 2, 4, 3, 1).contiguous())  # fmt: skip
+            if self._ops.group_conv_on_tiles(kh, group_size):
+                self._packed = (self.weight.view(c_out // 16, 16, g_in, group_size, kh * kw)
+                                .permute(0, 2, 4, 3, 1).reshape(c_out // 16, -1, 16).contiguous())  # fmt: skip
+            else:
+                self._packed = (self.weight.view(g_out, group_size, g_in, group_size, kh * kw)
+                                .permute(0, 2, 4, 3, 1).contiguous())  # fmt: skip
 
     @property
     def backend(self) -> str:

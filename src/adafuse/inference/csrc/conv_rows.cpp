@@ -127,17 +127,27 @@ void conv_rows(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias,
 
   if (max_pool) {
     // Work items: bands of kPoolRows pooled rows of one sample. A band computes the convolution rows its windows
-    // read (2 kPoolRows + 1: one row shared with the band above is computed twice) into a per-thread buffer,
-    // all channels, and pools them: the full-size convolution output is never written.
+    // read (2 kPoolRows + 1) into a per-thread buffer, all channels, and pools them: the full-size convolution
+    // output is never written. The first of those rows is the last of the band above: when the same thread has
+    // just computed it, it is copied instead of computed again (1 row in 17: 6 % of the stem's MACs).
     constexpr int64_t kPoolRows = 8;
     const int64_t n_bands = (Hout + kPoolRows - 1) / kPoolRows;
     at::parallel_for(0, B * n_bands, 1, [&](int64_t begin, int64_t end) {
       std::vector<adafuse::Segment> segs;
       std::vector<float> rows((2 * kPoolRows + 1) * Wo * N);
+      int64_t last = -1;  // the convolution row the buffer's last computed row holds (of this thread's last item)
       for (int64_t item = begin; item < end; ++item) {
         const int64_t b = item / n_bands, py0 = item % n_bands * kPoolRows, py1 = std::min(Hout, py0 + kPoolRows);
         const int64_t y0 = std::max<int64_t>(0, 2 * py0 - 1), y1 = std::min(Ho, 2 * py1);
-        run_block(g, slices, xp, wp, bp, nullptr, rows.data(), b, y0 * Wo, y1 * Wo, 0, panels, true, segs);
+        int64_t from = y0;
+        if (item > begin && py0 > 0 && last == y0) {  // the band above, same sample, same thread
+          const int64_t prev_y0 = std::max<int64_t>(0, 2 * (py0 - kPoolRows) - 1);
+          std::copy_n(rows.data() + (last - prev_y0) * Wo * N, Wo * N, rows.data());
+          from = y0 + 1;
+        }
+        run_block(g, slices, xp, wp, bp, nullptr, rows.data() + (from - y0) * Wo * N, b, from * Wo, y1 * Wo, 0,
+                  panels, true, segs);
+        last = y1 - 1;
         for (int64_t py = py0; py < py1; ++py)
           for (int64_t px = 0; px < Wout; ++px) {
             float* dst = op + ((b * Hout + py) * Wout + px) * N;
