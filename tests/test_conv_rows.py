@@ -70,10 +70,6 @@ def pack(weight):
     return weight.permute(0, 2, 3, 1).reshape(n // 16, 16, kh * kw * c).transpose(1, 2).contiguous()
 
 
-def padded(x, p):
-    return to_channels_last(F.pad(x, (p, p, p, p)))
-
-
 @pytest.mark.skipif(not HAS_COMPILER, reason="no C++ compiler")
 @pytest.mark.parametrize("c_in,kernel,stride", [(40, 7, 1), (100, 3, 2), (3, 15, 1)])
 def test_slices_of_long_and_many_rows(monkeypatch, c_in, kernel, stride):
@@ -83,16 +79,16 @@ def test_slices_of_long_and_many_rows(monkeypatch, c_in, kernel, stride):
     ops = extension.extension_ops()
     gen = torch.Generator().manual_seed(c_in)
     weight, bias = torch.randn(32, c_in, kernel, kernel, generator=gen), torch.randn(32, generator=gen)
-    x = to_channels_last(torch.randn(2, c_in, 17, 16, generator=gen))
+    x = torch.randn(2, c_in, 17, 16, generator=gen)
     want = F.conv2d(x, weight, bias, stride, kernel // 2)
     residual = to_channels_last(torch.randn_like(want))
     threads = torch.get_num_threads()
     try:
-        for n in (1, 2):
+        for n, layout in ((1, torch.contiguous_format), (2, torch.channels_last)):  # any input layout
             torch.set_num_threads(n)
             out = to_channels_last(torch.empty_like(want))
-            ops.conv_rows(padded(x, kernel // 2), pack(weight), bias, out, residual, kernel, kernel, stride,
-                          True, False, 64)  # fmt: skip
+            ops.conv_rows(x.contiguous(memory_format=layout), pack(weight), bias, out, residual, kernel, kernel,
+                          stride, kernel // 2, kernel // 2, True, False, 64)  # fmt: skip
             torch.testing.assert_close(out, (want + residual).relu(), rtol=1e-4, atol=1e-4 * want.abs().max().item())
     finally:
         torch.set_num_threads(threads)
@@ -103,13 +99,14 @@ def test_row_kernel_checks_its_inputs(monkeypatch):
     monkeypatch.delenv("ADAFUSE_KERNELS", raising=False)
     ops = extension.extension_ops()
     w, b = pack(torch.randn(16, 3, 3, 3)), torch.randn(16)
-    x = padded(torch.randn(1, 3, 6, 6), 1)
+    x = torch.randn(1, 3, 6, 6)
     with pytest.raises(RuntimeError, match="channels_last"):
-        ops.conv_rows(x.contiguous(), w, b, to_channels_last(torch.empty(1, 16, 6, 6)), None, 3, 3, 1, True, False, 64)
+        ops.conv_rows(x, w, b, torch.empty(1, 16, 6, 6), None, 3, 3, 1, 1, 1, True, False, 64)
     with pytest.raises(RuntimeError, match="wrong size"):
-        ops.conv_rows(x, w, b, to_channels_last(torch.empty(1, 16, 5, 6)), None, 3, 3, 1, True, False, 64)
+        ops.conv_rows(x, w, b, to_channels_last(torch.empty(1, 16, 5, 6)), None, 3, 3, 1, 1, 1, True, False, 64)
     with pytest.raises(RuntimeError, match="residual cannot"):
         out = to_channels_last(torch.empty(1, 16, 3, 3))
-        ops.conv_rows(x, w, b, out, out, 3, 3, 1, True, True, 64)
+        ops.conv_rows(x, w, b, out, out, 3, 3, 1, 1, 1, True, True, 64)
     with pytest.raises(RuntimeError, match="packed weight"):
-        ops.conv_rows(x, w[:, :20], b, to_channels_last(torch.empty(1, 16, 6, 6)), None, 3, 3, 1, True, False, 64)
+        ops.conv_rows(x, w[:, :20], b, to_channels_last(torch.empty(1, 16, 6, 6)), None, 3, 3, 1, 1, 1, True, False,
+                      64)  # fmt: skip

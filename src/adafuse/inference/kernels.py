@@ -200,13 +200,11 @@ class FoldedConv:
 
     def _rows(self, x: torch.Tensor, relu: bool, residual: torch.Tensor | None, *, max_pool: bool = False):
         (kh, kw), (ph, pw) = self.kernel_size, self.padding
-        b, c, h, w = x.shape
-        padded = torch.zeros(b, h + 2 * ph, w + 2 * pw, c)  # the kernel reads whole kernel rows: padding included
-        padded[:, ph : ph + h, pw : pw + w] = x.permute(0, 2, 3, 1)
-        ho, wo = self.output_size(h, w)
+        ho, wo = self.output_size(*x.shape[2:])
         if max_pool:
             ho, wo = (ho - 1) // 2 + 1, (wo - 1) // 2 + 1
-        out = torch.empty(b, ho, wo, self.out_channels).permute(0, 3, 1, 2)
-        self._ops.conv_rows(padded.permute(0, 3, 1, 2), self._panels, self.bias, out, residual, kh, kw,
-                            self.stride[0], relu or residual is not None, max_pool, _BLOCK_PIXELS)  # fmt: skip
+        out = torch.empty(x.shape[0], ho, wo, self.out_channels).permute(0, 3, 1, 2)
+        # x in any layout (frames come NCHW): the kernel pads the rows each work item reads into its own buffer
+        self._ops.conv_rows(x, self._panels, self.bias, out, residual, kh, kw, self.stride[0], ph, pw,
+                            relu or residual is not None, max_pool, _BLOCK_PIXELS)  # fmt: skip
         return out
