@@ -5,12 +5,14 @@ activation reorders PyTorch inserts around every NCHW convolution. :meth:`Folded
 and the residual add + ReLU of a ResNet block fused in:
 
 - 1×1 convolutions (a bottleneck's conv1 and conv3, the projection shortcuts) on the compiled 1×1 kernel
-  (``csrc/conv1x1.cpp``): weights packed once in 16-channel panels, bias, residual and ReLU applied in registers
+  (``csrc/conv1x1.cpp``, AVX-512 or AVX2 register tiles): weights packed once in 16-channel panels, bias, residual
+  and ReLU applied in registers
   before the single store, optionally into the residual's own buffer (``in_place``). oneDNN's NHWC 1×1 on AVX2
   runs the expanding conv3 + residual at 1.24–1.47× ONNX Runtime's time; this kernel at about ONNX Runtime's
   (docs/speed.md);
-- thin-input convolutions (a stem: 7×7 over 3 channels) on the compiled row kernel (``csrc/conv_rows.cpp``): the
-  input is zero-padded once, so each kernel row of a pixel is one contiguous run of ``kw · C_in`` values against
+- thin-input convolutions (a stem: 7×7 over 3 channels) on the compiled row kernel (``csrc/conv_rows.cpp``): each
+  work item zero-pads the input rows it reads (in any layout) into its own buffer, so each kernel row of a pixel
+  is one contiguous run of ``kw · C_in`` values against
   the same panels (oneDNN's NHWC kernel runs a ResNet stem at 1.3–1.6× ONNX Runtime's time, this one ~25% faster
   than oneDNN);
 - everything else (and every conv when the extension is not built) on oneDNN, the weight pre-packed once per

@@ -21,7 +21,7 @@
 // channels reduces its patch matrix on the micro-tile of the dense kernels instead (micro_tile.h: 7 pixels x 32
 // channels, one output group, in 14 zmm accumulators; weights packed as 16-channel panels, one segment per active
 // input group, so the reduction needs no consecutive groups), with bias, residual, ReLU and the pool's sums in
-// the tile's single store: 0.78-0.97 of the brgemm path's time on ResNet-18's shapes at batch 8 (0.91 overall),
+// the tile's single store: 0.78-0.99 of the brgemm path's time on ResNet-18's shapes at batch 8 (0.91 overall),
 // where brgemm runs one short chunk per run of consecutive groups and a separate epilogue pass.
 //
 // Registered as torch.ops.adafuse_cpu.group_conv (see adafuse/inference/group_conv.py).
