@@ -18,9 +18,9 @@
 //
 // Work items are (block of pixels, chunk of output channels): a chunk's weights stay in L2 while the block's
 // micro-tiles sweep it, a tile's input rows stay in L1 across the chunk's panels, and the output rows are written
-// contiguously. A block is part of one sample, or on small maps a group of whole samples. Without AVX-512 or AVX2 + FMA at
-// compile time the same loops run on plain floats (the compiler vectorises what it can). Registered as
-// torch.ops.adafuse_cpu.conv1x1 (see adafuse/inference/kernels.py).
+// contiguously. A block is part of one sample, or on small maps a group of whole samples. Without AVX-512 or
+// AVX2 + FMA at compile time the same loops run on plain floats (the compiler vectorises what it can). Registered
+// as torch.ops.adafuse_cpu.conv1x1 (see adafuse/inference/kernels.py).
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>

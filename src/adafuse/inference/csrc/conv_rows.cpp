@@ -2,10 +2,10 @@
 // out (P, N) = act(conv(x) + bias (+ residual)), any stride and kernel size; optionally followed by a ResNet
 // stem's 3 x 3 / stride 2 / padding 1 max pool, fused (max_pool).
 //
-// Each work item first copies the input rows it reads into a zero-padded NHWC buffer; then the kw taps of one kernel row read kw x C_in consecutive floats of the
-// input (pixels ix .. ix + kw - 1, all channels), and the weights, packed once as (N / 16, kh, kw, C_in, 16)
-// panels, hold the matching rows in the same order: each kernel row of a pixel is one contiguous segment of the
-// reduction, with no bounds checks. A ResNet stem (7 x 7, 3 channels) is 7 segments of 21 values. The reduction
+// Each work item first copies the input rows it reads into a zero-padded NHWC buffer; then the kw taps of one
+// kernel row read kw x C_in consecutive floats of it (pixels ix .. ix + kw - 1, all channels), and the weights,
+// packed once as (N / 16, kh, kw, C_in, 16) panels, hold the matching rows in the same order: each kernel row of a
+// pixel is one contiguous segment of the reduction, with no bounds checks. A ResNet stem (7 x 7, 3 channels) is 7 segments of 21 values. The reduction
 // is split into slices of about kSliceK values (several kernel rows, or windows of one long row), the tile stored
 // between slices. Why only thin inputs run here (FoldedConv decides): over 64+ channels a row is 192+ values and
 // oneDNN's own NHWC 3 x 3 ran 5-25% faster than this; on the stem this runs ~25% faster than oneDNN.
@@ -86,7 +86,7 @@ struct Max16 {
   __m512 v = _mm512_setzero_ps();
   void add(const float* x) { v = _mm512_max_ps(v, _mm512_loadu_ps(x)); }
   void store(float* dst) const { _mm512_storeu_ps(dst, v); }
-#elif defined(__AVX2__)
+#elif defined(__AVX2__) && defined(__FMA__)  // the condition under which micro_tile.h includes the intrinsics
   __m256 lo = _mm256_setzero_ps(), hi = _mm256_setzero_ps();
   void add(const float* x) {
     lo = _mm256_max_ps(lo, _mm256_loadu_ps(x));

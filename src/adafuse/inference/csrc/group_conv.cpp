@@ -128,7 +128,6 @@ void gather_patches(const Geometry& g, const float* x, const Sample& s, int64_t 
     }
 }
 
-// 3x3: the patch matrix of output rows [y0, y1) of one sample: row p, columns (active group i, tap, channel).
 void gather(const Geometry& g, const float* x, const Sample& s, int64_t y0, int64_t y1, float* a) {
   switch (g.gs) {
     case 8: return gather_patches<8>(g, x, s, y0, y1, a);
