@@ -1,15 +1,20 @@
 """The executor's compiled CPU kernels: one small C++ extension, built with ninja on first use and cached.
 
-Three ops, registered as ``torch.ops.adafuse_cpu``:
+Five ops, registered as ``torch.ops.adafuse_cpu``:
 
 - ``group_conv`` (``csrc/group_conv.cpp``): the group-sparse convolutions of
   :class:`~adafuse.inference.group_conv.GroupSparseConv`;
 - ``conv1x1`` (``csrc/conv1x1.cpp``): the dense 1×1 convolutions of
   :class:`~adafuse.inference.kernels.FoldedConv`, bias, residual and ReLU in registers;
 - ``conv_rows`` (``csrc/conv_rows.cpp``): its thin-input convolutions (a ResNet stem) over a zero-padded input,
-  optionally with the stem's max pool fused.
+  optionally with the stem's max pool fused;
+- ``mean_hw`` (``csrc/pool.cpp``): the global average pool of NHWC activations
+  (:func:`~adafuse.inference.kernels.global_avg_pool`);
+- ``policy`` (``csrc/policy.cpp``): a folded policy net, both layers and the arg-max in one call
+  (:class:`~adafuse.inference.sparse.FoldedPolicy`).
 
-``conv1x1`` and ``conv_rows`` share one register-blocked micro-kernel (``csrc/micro_tile.h``).
+``conv1x1``, ``conv_rows``, ``policy`` and the 3×3 group kernels of AVX-512 builds share one register-blocked
+micro-kernel (``csrc/micro_tile.h``).
 
 The build is cached in torch's extensions directory (``TORCH_EXTENSIONS_DIR``, by default
 ``~/.cache/torch_extensions``); the first takes about half a minute, later processes load it. Without a compiler
@@ -28,7 +33,8 @@ from pathlib import Path
 import torch
 
 ENV = "ADAFUSE_KERNELS"  # "torch": do not use the compiled kernels
-_SOURCES = [Path(__file__).with_name("csrc") / name for name in ("group_conv.cpp", "conv1x1.cpp", "conv_rows.cpp")]
+_SOURCES = [Path(__file__).with_name("csrc") / name
+            for name in ("group_conv.cpp", "conv1x1.cpp", "conv_rows.cpp", "pool.cpp", "policy.cpp")]  # fmt: skip
 
 
 def extension_ops() -> object | None:

@@ -43,6 +43,7 @@ import numpy as np
 import torch
 
 from adafuse.errors import UserError
+from adafuse.inference.extension import extension_ops
 from adafuse.inference.heap import retain_freed_memory
 from adafuse.inference.kernels import FoldedConv, global_avg_pool
 from adafuse.layers.actions import KEEP, NUM_ACTIONS, REUSE, mask_to_actions
@@ -69,11 +70,28 @@ def _policy_mask(ids: np.ndarray, shape: tuple[int, ...]) -> torch.Tensor:
     return torch.from_numpy(_ONE_HOT[ids]).view(shape)
 
 
+def _panels(weight: torch.Tensor) -> torch.Tensor:
+    """A linear layer's weight (N, K) -> the compiled kernels' (N'/16, K, 16) panels, N padded to N' (a multiple
+    of 16) with zero rows."""
+    n, k = weight.shape
+    padded = torch.zeros(-(-n // 16) * 16, k)
+    padded[:n] = weight
+    return padded.view(-1, 16, k).transpose(1, 2).contiguous()
+
+
+def _padded(bias: torch.Tensor) -> torch.Tensor:
+    """A bias (N,) padded with zeros to a multiple of 16."""
+    return torch.cat([bias, bias.new_zeros(-bias.numel() % 16)])
+
+
 class FoldedPolicy:
     """An :class:`~adafuse.layers.AdaptiveFusion`'s policy net with its BatchNorm1d folded into the first FC.
 
     ``(v_prev (B, C_in) or None, v (B, C_in)) -> action ids (B, G)`` (int64 values of
     :class:`~adafuse.layers.Action`): deterministic arg-max, one decision per group of ``group_size`` channels.
+    With ``clip_len`` T and no ``v_prev``, the rows of v are clips of T frames and each row's previous frame is the
+    row above (zeros at a clip's first frame). On the compiled ``policy`` op (``csrc/policy.cpp``: both layers and
+    the arg-max in one call) when the extension is built, on two ``addmm`` otherwise.
     """
 
     def __init__(self, fusion: AdaptiveFusion) -> None:
@@ -93,11 +111,24 @@ class FoldedPolicy:
         # the full action set in Action order: the arg-max is the id (no lookup)
         self.ids_are_choices = self.action_ids.tolist() == list(range(NUM_ACTIONS))
         self.macs_per_frame = self.w0.numel() + self.w1.numel()  # in·out per linear layer, as adafuse.flops counts
+        self._ops = extension_ops()
+        if self._ops is not None:  # fc1's input is fc0's output padded to whole panels: zero rows, zero weights
+            hidden = torch.zeros(self.w1.shape[0], -(-self.w1.shape[1] // 16) * 16)
+            hidden[:, : self.w1.shape[1]] = self.w1
+            self._packed = (_panels(self.w0), _padded(self.b0), _panels(hidden), _padded(self.b1))
 
-    def __call__(self, v_prev: torch.Tensor | None, v: torch.Tensor) -> torch.Tensor:
-        features = torch.cat([torch.zeros_like(v) if v_prev is None else v_prev, v], dim=1) if self.history else v
-        hidden = torch.addmm(self.b0, features, self.w0t).relu_()
-        choice = torch.addmm(self.b1, hidden, self.w1t).view(v.shape[0], self.decisions, -1).argmax(dim=-1)
+    def __call__(self, v_prev: torch.Tensor | None, v: torch.Tensor, *, clip_len: int = 0) -> torch.Tensor:
+        if self._ops is not None:
+            choice = torch.empty(v.shape[0], self.decisions, dtype=torch.int64)
+            self._ops.policy(v.contiguous(), v_prev, clip_len, *self._packed, self.decisions,
+                             self.w1.shape[0] // self.decisions, choice)  # fmt: skip
+        else:
+            if self.history and v_prev is None and clip_len > 0:  # the row above within each clip, zeros first
+                v3 = v.view(-1, clip_len, v.shape[1])
+                v_prev = torch.cat([torch.zeros_like(v3[:, :1]), v3[:, :-1]], dim=1).view_as(v)
+            features = torch.cat([torch.zeros_like(v) if v_prev is None else v_prev, v], dim=1) if self.history else v
+            hidden = torch.addmm(self.b0, features, self.w0t).relu_()
+            choice = torch.addmm(self.b1, hidden, self.w1t).view(v.shape[0], self.decisions, -1).argmax(dim=-1)
         return choice if self.ids_are_choices else self.action_ids[choice]
 
 
@@ -247,11 +278,7 @@ class _Block:
         rows = xs.shape[0]
         # the pool of the shifted input is the shifted pool (the shift moves whole channel planes between frames)
         v = global_avg_pool(xs) if v is None else self._shift_clip(v, n, t)
-        v_prev = None
-        if self.policy.history:  # [v_{t-1}, v_t], v_{-1} = 0, for all frames of the clip at once
-            v3 = v.view(n, t, -1)
-            v_prev = torch.cat([torch.zeros_like(v3[:, :1]), v3[:, :-1]], dim=1).view(rows, -1)
-        ids = self.policy(v_prev, v)
+        ids = self.policy(None, v, clip_len=t)  # [v_{t-1}, v_t], v_{-1} = 0, for all frames of the clip at once
         stats.macs += rows * self.policy.macs_per_frame
         ids = (ids if forced is None else forced).numpy()
         stats.actions += np.bincount(ids.reshape(-1), minlength=NUM_ACTIONS) * self.group_size
