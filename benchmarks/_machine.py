@@ -12,17 +12,44 @@ from pathlib import Path
 import torch
 
 
-def cpu_name() -> str:
-    """The processor's model name (Linux), else the architecture."""
+def _cpuinfo(field: str) -> str | None:
+    """The first value of ``field`` in /proc/cpuinfo (Linux), else None."""
     info = Path("/proc/cpuinfo")
-    lines = info.read_text().splitlines() if info.is_file() else []
-    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
-    return names[0] if names else platform.processor() or platform.machine()
+    for line in info.read_text().splitlines() if info.is_file() else []:
+        if line.split(":", 1)[0].strip() == field:
+            return line.split(":", 1)[1].strip()
+    return None
+
+
+def cpu_name() -> str:
+    """The processor's model name, family and model (Linux), else the architecture: VMs often report only a brand
+    ("AMD EPYC"), and the machine kind behind it changes between sessions."""
+    name = _cpuinfo("model name")
+    if name is None:
+        return platform.processor() or platform.machine()
+    family, model = _cpuinfo("cpu family"), _cpuinfo("model")
+    return f"{name} (family {family} model {model})" if family and model else name
+
+
+def cpu_caches() -> str:
+    """Per-core L2 and shared L3 sizes of CPU 0 (Linux sysfs), e.g. ``"L2 1024K, L3 32768K"``; empty if unknown."""
+    sizes = []
+    for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
+        try:
+            level, size = (index / "level").read_text().strip(), (index / "size").read_text().strip()
+        except OSError:
+            continue
+        if level in ("2", "3"):
+            sizes.append(f"L{level} {size}")
+    return ", ".join(sizes)
 
 
 def describe_machine(*, gpu: bool = False) -> str:
-    """E.g. ``"Intel(R) Xeon(R) Processor, 2 CPUs, torch 2.x, Python 3.11.9, Linux-..."`` (+ the GPU's name)."""
-    parts = [cpu_name(), f"{os.cpu_count()} CPUs"]
+    """E.g. ``"AMD EPYC (family 26 model 2), 2 CPUs, AVX512, L2 1024K, L3 32768K, torch 2.x, Python 3.11.9, Linux-..."``
+    (+ the GPU's name): the processor, its vector unit as torch dispatches to it, the caches."""
+    parts = [cpu_name(), f"{os.cpu_count()} CPUs", torch.backends.cpu.get_cpu_capability()]
+    if cpu_caches():
+        parts.append(cpu_caches())
     if gpu and torch.cuda.is_available():
         parts.insert(0, torch.cuda.get_device_name())
     return ", ".join([*parts, f"torch {torch.__version__}", f"Python {platform.python_version()}", platform.platform()])

@@ -353,6 +353,7 @@ _CATEGORIES = {
     "mkldnn::_convolution_pointwise": "dense convs", "aten::mkldnn_convolution": "dense convs",
     "aten::conv2d": "dense convs", "aten::convolution": "dense convs",
     "aten::addmm": "policy + head GEMMs", "aten::argmax": "policy + head GEMMs", "aten::index": "policy + head GEMMs",
+    "adafuse_cpu::policy": "policy + head GEMMs", "adafuse_cpu::mean_hw": "pooling",
     "aten::max_pool2d": "max pool",
 }  # fmt: skip
 
