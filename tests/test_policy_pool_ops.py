@@ -72,5 +72,8 @@ def test_policy_op_checks_its_inputs(monkeypatch):
         ops.policy(torch.randn(2, 64), None, 0, *policy._packed, policy.decisions, 3, ids[:1])
     with pytest.raises(RuntimeError, match="v_prev must be"):
         ops.policy(torch.randn(2, 64), torch.randn(3, 64), 0, *policy._packed, policy.decisions, 3, ids)
+    w0, b0, w1, b1 = policy._packed
+    with pytest.raises(RuntimeError, match="contiguous float32"):
+        ops.policy(torch.randn(2, 64), None, 0, w0, b0.double(), w1, b1, policy.decisions, 3, ids)
     with pytest.raises(RuntimeError, match="mean must be"):
         ops.mean_hw(to_channels_last(torch.randn(2, 8, 3, 3)), torch.empty(2, 9))

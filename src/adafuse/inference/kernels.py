@@ -68,7 +68,9 @@ def global_avg_pool(x: torch.Tensor) -> torch.Tensor:
     without it a sum over the rows of the (B, H·W, C) view, the fastest of mean / GEMV / sum on these CPUs."""
     b, c, h, w = x.shape
     ops = extension_ops()
-    if ops is not None and x.is_contiguous(memory_format=torch.channels_last) and x.dtype == torch.float32:
+    if ops is not None and x.device.type == "cpu" and x.dtype == torch.float32 and x.is_contiguous(
+        memory_format=torch.channels_last
+    ):
         mean = torch.empty(b, c)
         ops.mean_hw(x, mean)
         return mean

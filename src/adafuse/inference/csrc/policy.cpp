@@ -53,8 +53,10 @@ void policy(const at::Tensor& v, const std::optional<at::Tensor>& v_prev, int64_
             const at::Tensor& ids) {
   TORCH_CHECK(v.dim() == 2 && v.is_contiguous() && v.scalar_type() == at::kFloat, "v must be (B, C) float32");
   const int64_t B = v.size(0), C = v.size(1);
-  TORCH_CHECK(w0.dim() == 3 && w0.size(2) == kLanes && w0.is_contiguous(), "bad packed fc0 weight");
-  TORCH_CHECK(w1.dim() == 3 && w1.size(2) == kLanes && w1.is_contiguous(), "bad packed fc1 weight");
+  for (const at::Tensor* t : {&w0, &b0, &w1, &b1})
+    TORCH_CHECK(t->is_contiguous() && t->scalar_type() == at::kFloat, "policy weights must be contiguous float32");
+  TORCH_CHECK(w0.dim() == 3 && w0.size(2) == kLanes, "bad packed fc0 weight");
+  TORCH_CHECK(w1.dim() == 3 && w1.size(2) == kLanes, "bad packed fc1 weight");
   const int64_t K0 = w0.size(1), H = w0.size(0) * kLanes, K1 = w1.size(1), N = w1.size(0) * kLanes;
   TORCH_CHECK(K0 == C || K0 == 2 * C, "fc0 takes C or 2 C features");
   TORCH_CHECK(K1 == H && b0.numel() == H && b1.numel() == N && decisions * actions <= N, "policy shapes disagree");
