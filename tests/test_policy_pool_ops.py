@@ -50,6 +50,9 @@ def test_policy_decides_as_the_module(spec, backend):
         v, v_prev = torch.randn(rows, c_in), torch.randn(rows, c_in)
         assert torch.equal(policy(v_prev, v), reference_ids(fusion, v_prev, v))
         assert torch.equal(policy(None, v), reference_ids(fusion, torch.zeros_like(v), v))
+    folded_only = FoldedPolicy(fusion, cpu_kernel=False)  # the GPU executor's: the folded weights, no CPU op
+    assert folded_only._ops is None
+    assert torch.equal(folded_only(None, v, clip_len=1), reference_ids(fusion, torch.zeros_like(v), v))
 
 
 @pytest.mark.parametrize("shape", [(1, 16, 1, 1), (3, 40, 7, 7), (2, 64, 1, 5), (1, 24, 3, 3), (2, 8, 2, 3)])

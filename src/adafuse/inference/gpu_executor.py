@@ -80,7 +80,7 @@ class _Policy:
     """An AdaFuse policy net, BatchNorm folded, on the device: pooled block inputs of N·T frames -> masks."""
 
     def __init__(self, fusion: AdaptiveFusion, *, num_segments: int, budget: int | None, device) -> None:
-        folded = FoldedPolicy(fusion)
+        folded = FoldedPolicy(fusion, cpu_kernel=False)
         self.w0, self.b0 = folded.w0.to(device), folded.b0.to(device)
         self.w1, self.b1 = folded.w1.to(device), folded.b1.to(device)
         self.history, self.decisions, self.num_segments = fusion.history, fusion.decisions, num_segments

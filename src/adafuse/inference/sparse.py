@@ -91,10 +91,11 @@ class FoldedPolicy:
     :class:`~adafuse.layers.Action`): deterministic arg-max, one decision per group of ``group_size`` channels.
     With ``clip_len`` T and no ``v_prev``, the rows of v are clips of T frames and each row's previous frame is the
     row above (zeros at a clip's first frame). On the compiled ``policy`` op (``csrc/policy.cpp``: both layers and
-    the arg-max in one call) when the extension is built, on two ``addmm`` otherwise.
+    the arg-max in one call) when the extension is built and ``cpu_kernel`` is set, on two ``addmm`` otherwise
+    (``cpu_kernel=False``: only the folded weights are wanted, e.g. to move them to a GPU).
     """
 
-    def __init__(self, fusion: AdaptiveFusion) -> None:
+    def __init__(self, fusion: AdaptiveFusion, *, cpu_kernel: bool = True) -> None:
         net = fusion.policy
         bn = net.bn
         scale = torch.rsqrt(bn.running_var.detach() + bn.eps)
@@ -111,7 +112,7 @@ class FoldedPolicy:
         # the full action set in Action order: the arg-max is the id (no lookup)
         self.ids_are_choices = self.action_ids.tolist() == list(range(NUM_ACTIONS))
         self.macs_per_frame = self.w0.numel() + self.w1.numel()  # in·out per linear layer, as adafuse.flops counts
-        self._ops = extension_ops()
+        self._ops = extension_ops() if cpu_kernel else None
         if self._ops is not None:  # fc1's input is fc0's output padded to whole panels: zero rows, zero weights
             hidden = torch.zeros(self.w1.shape[0], -(-self.w1.shape[1] // 16) * 16)
             hidden[:, : self.w1.shape[1]] = self.w1
