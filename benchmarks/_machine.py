@@ -12,22 +12,24 @@ from pathlib import Path
 import torch
 
 
-def _cpuinfo(field: str) -> str | None:
-    """The first value of ``field`` in /proc/cpuinfo (Linux), else None."""
+def _cpuinfo() -> dict[str, str]:
+    """The fields of the first processor in /proc/cpuinfo (Linux; empty elsewhere)."""
     info = Path("/proc/cpuinfo")
+    fields: dict[str, str] = {}
     for line in info.read_text().splitlines() if info.is_file() else []:
-        if line.split(":", 1)[0].strip() == field:
-            return line.split(":", 1)[1].strip()
-    return None
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    return fields
 
 
 def cpu_name() -> str:
     """The processor's model name, family and model (Linux), else the architecture: VMs often report only a brand
     ("AMD EPYC"), and the machine kind behind it changes between sessions."""
-    name = _cpuinfo("model name")
+    info = _cpuinfo()
+    name = info.get("model name")
     if name is None:
         return platform.processor() or platform.machine()
-    family, model = _cpuinfo("cpu family"), _cpuinfo("model")
+    family, model = info.get("cpu family"), info.get("model")
     return f"{name} (family {family} model {model})" if family and model else name
 
 
@@ -48,8 +50,9 @@ def describe_machine(*, gpu: bool = False) -> str:
     """E.g. ``"AMD EPYC (family 26 model 2), 2 CPUs, AVX512, L2 1024K, L3 32768K, torch 2.x, Python 3.11.9, Linux-..."``
     (+ the GPU's name): the processor, its vector unit as torch dispatches to it, the caches."""
     parts = [cpu_name(), f"{os.cpu_count()} CPUs", torch.backends.cpu.get_cpu_capability()]
-    if cpu_caches():
-        parts.append(cpu_caches())
+    caches = cpu_caches()
+    if caches:
+        parts.append(caches)
     if gpu and torch.cuda.is_available():
         parts.insert(0, torch.cuda.get_device_name())
     return ", ".join([*parts, f"torch {torch.__version__}", f"Python {platform.python_version()}", platform.platform()])

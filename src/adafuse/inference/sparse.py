@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from adafuse.errors import UserError
 from adafuse.inference.extension import extension_ops
@@ -73,15 +74,8 @@ def _policy_mask(ids: np.ndarray, shape: tuple[int, ...]) -> torch.Tensor:
 def _panels(weight: torch.Tensor) -> torch.Tensor:
     """A linear layer's weight (N, K) -> the compiled kernels' (N'/16, K, 16) panels, N padded to N' (a multiple
     of 16) with zero rows."""
-    n, k = weight.shape
-    padded = torch.zeros(-(-n // 16) * 16, k)
-    padded[:n] = weight
-    return padded.view(-1, 16, k).transpose(1, 2).contiguous()
-
-
-def _padded(bias: torch.Tensor) -> torch.Tensor:
-    """A bias (N,) padded with zeros to a multiple of 16."""
-    return torch.cat([bias, bias.new_zeros(-bias.numel() % 16)])
+    padded = F.pad(weight, (0, 0, 0, -weight.shape[0] % 16))
+    return padded.view(-1, 16, weight.shape[1]).transpose(1, 2).contiguous()
 
 
 class FoldedPolicy:
@@ -114,9 +108,9 @@ class FoldedPolicy:
         self.macs_per_frame = self.w0.numel() + self.w1.numel()  # in·out per linear layer, as adafuse.flops counts
         self._ops = extension_ops() if cpu_kernel else None
         if self._ops is not None:  # fc1's input is fc0's output padded to whole panels: zero rows, zero weights
-            hidden = torch.zeros(self.w1.shape[0], -(-self.w1.shape[1] // 16) * 16)
-            hidden[:, : self.w1.shape[1]] = self.w1
-            self._packed = (_panels(self.w0), _padded(self.b0), _panels(hidden), _padded(self.b1))
+            w1 = F.pad(self.w1, (0, -self.w1.shape[1] % 16))
+            self._packed = (_panels(self.w0), F.pad(self.b0, (0, -self.b0.numel() % 16)), _panels(w1),
+                            F.pad(self.b1, (0, -self.b1.numel() % 16)))  # fmt: skip
 
     def __call__(self, v_prev: torch.Tensor | None, v: torch.Tensor, *, clip_len: int = 0) -> torch.Tensor:
         if self._ops is not None:
