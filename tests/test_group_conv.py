@@ -76,6 +76,33 @@ def test_random_masks_other_rows_residual_relu(backend, kernel, stride, group_si
     check(conv, x, out_groups=out_groups, in_source=in_source, batch=batch, gen=gen)
 
 
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("group_size", [16, 32, 64])
+@pytest.mark.parametrize("size", [1, 2, 7, 8, 15])
+def test_every_input_group_read_in_place(backend, stride, group_size, size):
+    """sparse_input=False (a block's conv1: chosen output groups, every input group of the sample's own row): on
+    the register tile a 3×3 reads its input in place, tap by tap, with tap-major weights; the padding, maps smaller
+    than the kernel, more rows in x than samples, the residual written over and the pool are checked."""
+    gen = torch.Generator().manual_seed(stride * 1000 + group_size * 10 + size)
+    c_in, c_out, batch = 128, 128, 3
+    conv = GroupSparseConv(torch.randn(c_out, c_in, 3, 3, generator=gen), torch.randn(c_out, generator=gen),
+                           stride=stride, padding=1, group_size=group_size, sparse_input=False)  # fmt: skip
+    x = nhwc(batch + 1, c_in, size, size, gen=gen)
+    ho, wo = conv.output_size(size, size)
+    out_groups = torch.rand(batch, c_out // group_size, generator=gen) < 0.6
+    residual = nhwc(batch, c_out, ho, wo, gen=gen)
+    check(conv, x, out_groups=out_groups, in_source=None, relu=True, residual=residual, batch=batch, gen=gen)
+    check(conv, x, out_groups=None, in_source=None, batch=batch, gen=gen)
+    want = reference(x, conv.weight, conv.bias, stride=stride, out0=residual, out_groups=None, in_source=None,
+                     relu=True, residual=residual, group_size=group_size)  # fmt: skip
+    in_place, mean = residual.clone(), torch.full((batch, c_out), float("nan"))
+    conv(x, out=in_place, out_groups=None, in_source=None, relu=True, residual=in_place, mean=mean)
+    torch.testing.assert_close(in_place, want, rtol=1e-4, atol=1e-4 * want.abs().max().item())
+    torch.testing.assert_close(mean, want.mean(dim=(2, 3)), rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="in_source must be None"):
+        conv(x, out=in_place, out_groups=None, in_source=torch.zeros(batch, c_in // group_size, dtype=torch.long))
+
+
 @pytest.mark.skipif(not HAS_COMPILER, reason="needs a C++ compiler")
 def test_which_reduction_a_3x3_runs_on():
     """With AVX-512 a 3×3 over groups of 32 or 64 channels reduces on the extension's own 7 × 32 micro-tile (the

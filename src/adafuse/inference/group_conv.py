@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from adafuse.inference.extension import extension_ops
+from adafuse.inference.huge_pages import in_huge_pages
 
 # Output pixels per work item: rows of the output are grouped until a block holds about this many pixels (a tile of
 # 32 channels then stays in the L1/L2 cache while its input runs accumulate into it).
@@ -42,9 +43,15 @@ class GroupSparseConv:
         stride: 1 or 2.
         padding: zero padding on each side.
         group_size: channels per group (the policy's decision unit); divides ``C_in`` and ``C_out``, at most 64.
+        sparse_input: calls may choose the input groups they read (``in_source``: a block's conv2). False: every call
+            reads all input channels of its own rows (a block's conv1), and a 3×3 on the register tile then reads
+            its input in place instead of gathering it into a patch matrix.
     """
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor, *, stride: int, padding: int, group_size: int) -> None:
+    def __init__(
+        self, weight: torch.Tensor, bias: torch.Tensor, *, stride: int, padding: int, group_size: int,
+        sparse_input: bool = True,
+    ) -> None:  # fmt: skip
         c_out, c_in, kh, kw = weight.shape
         if kh != kw or kh not in (1, 3):
             raise ValueError(f"kernel must be 1x1 or 3x3, got {kh}x{kw}")
@@ -58,6 +65,7 @@ class GroupSparseConv:
             raise ValueError(f"bias must have shape ({c_out},), got {tuple(bias.shape)}")
         self.in_channels, self.out_channels, self.kernel_size = c_in, c_out, kh
         self.stride, self.padding, self.group_size = stride, padding, group_size
+        self.sparse_input = sparse_input
         self.weight = weight.detach().float().contiguous()
         self.bias = bias.detach().float().contiguous()
         self._ops = extension_ops()
@@ -65,14 +73,21 @@ class GroupSparseConv:
             # brgemm: (G_out, G_in, taps, group, group): for output group j, input group q's taps as K-major
             # (group, group) blocks one after the other, so consecutive input groups are one contiguous (K, group)
             # matrix of the micro-kernel (all taps of a 3×3 in one reduction). The register tile:
-            # (C_out / 16, G_in · taps · group, 16) panels, K in the patch matrix's column order.
+            # (C_out / 16, G_in · taps · group, 16) panels, K in the patch matrix's column order; read in place
+            # (no sparse input), (C_out / 16, taps · C_in, 16), tap-major: a tap's input channels, contiguous in
+            # the NHWC input, meet consecutive panel rows.
             g_out, g_in = c_out // group_size, c_in // group_size
-            if self._ops.group_conv_on_tiles(kh, group_size):
+            self._tap_major = not sparse_input and self._ops.group_conv_on_tiles(kh, group_size)
+            if self._tap_major:
+                self._packed = (self.weight.view(c_out // 16, 16, c_in, kh * kw)
+                                .permute(0, 3, 2, 1).reshape(c_out // 16, -1, 16).contiguous())  # fmt: skip
+            elif self._ops.group_conv_on_tiles(kh, group_size):
                 self._packed = (self.weight.view(c_out // 16, 16, g_in, group_size, kh * kw)
                                 .permute(0, 2, 4, 3, 1).reshape(c_out // 16, -1, 16).contiguous())  # fmt: skip
             else:
                 self._packed = (self.weight.view(g_out, group_size, g_in, group_size, kh * kw)
                                 .permute(0, 2, 4, 3, 1).contiguous())  # fmt: skip
+            self._packed = in_huge_pages(self._packed)  # read from memory once per frame when streaming
 
     @property
     def backend(self) -> str:
@@ -102,7 +117,8 @@ class GroupSparseConv:
             out: ``(B, C_out, Ho, Wo)`` channels_last; groups not computed are left untouched.
             out_groups: ``(B, C_out // group_size)`` bool, the groups to compute; None: all.
             in_source: ``(B, C_in // group_size)`` int64, the row of ``x`` that input group g of sample b reads;
-                -1 leaves the group out of the reduction (a zero input). None: row b, every group.
+                -1 leaves the group out of the reduction (a zero input). None: row b, every group (the only choice
+                without ``sparse_input``).
             relu: apply a ReLU (after the residual).
             residual: ``(B, C_out, Ho, Wo)`` channels_last, added before the ReLU; ``out`` may be the residual
                 itself (each element is read just before it is overwritten).
@@ -114,10 +130,12 @@ class GroupSparseConv:
         """
         if mean is not None and out_groups is not None:
             raise ValueError("mean needs every output group computed (out_groups None)")
+        if in_source is not None and not self.sparse_input:
+            raise ValueError("this conv reads every input group (sparse_input=False): in_source must be None")
         if self._ops is not None:
             self._ops.group_conv(
                 x, self._packed, self.bias, out, out_groups, in_source, residual, mean,
-                self.kernel_size, self.stride, self.padding, self.group_size, relu, _TILE_PIXELS,
+                self.kernel_size, self.stride, self.padding, self.group_size, relu, self._tap_major, _TILE_PIXELS,
             )  # fmt: skip
             return out
         self._torch_forward(x, out, out_groups, in_source, relu, residual)

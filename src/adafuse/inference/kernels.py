@@ -36,6 +36,7 @@ from torch import nn
 
 from adafuse.inference.extension import extension_ops
 from adafuse.inference.group_conv import GroupSparseConv
+from adafuse.inference.huge_pages import in_huge_pages
 
 # oneDNN's fused convolution with pre-packed weights (what inductor's CPU freezing uses); F.conv2d otherwise.
 _MKLDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
@@ -114,7 +115,8 @@ class FoldedConv:
             # (C_out / 16, kh · kw · C_in, 16): panel j holds output channels [16j, 16j + 16) for every (kernel row,
             # kernel column, input channel), K-major: the order of an NHWC input's values along a kernel row
             k = kh * kw * self.in_channels
-            self._panels = self.weight.permute(0, 2, 3, 1).reshape(-1, _LANES, k).transpose(1, 2).contiguous()
+            panels = self.weight.permute(0, 2, 3, 1).reshape(-1, _LANES, k).transpose(1, 2)
+            self._panels = in_huge_pages(panels.contiguous())  # read from memory once per frame when streaming
 
     def output_size(self, h: int, w: int) -> tuple[int, int]:
         """Spatial size of the output for an ``h × w`` input."""
@@ -125,12 +127,13 @@ class FoldedConv:
         """Multiply-accumulates of a dense call whose output has shape ``out_shape`` (B, C_out, H', W')."""
         return math.prod(out_shape) * self.in_channels * self.kernel_size[0] * self.kernel_size[1]
 
-    def group_sparse(self, group_size: int) -> GroupSparseConv:
-        """The same folded convolution on the group-sparse kernels, deciding per ``group_size`` channels."""
+    def group_sparse(self, group_size: int, *, sparse_input: bool = True) -> GroupSparseConv:
+        """The same folded convolution on the group-sparse kernels, deciding per ``group_size`` channels
+        (``sparse_input``: see :class:`GroupSparseConv`)."""
         if self.kernel_size[0] != self.kernel_size[1] or self.stride[0] != self.stride[1] or self.dilation != [1, 1]:
             raise ValueError("group-sparse convolutions need square kernels and strides and no dilation")
         return GroupSparseConv(self.weight, self.bias, stride=self.stride[0], padding=self.padding[0],
-                               group_size=group_size)  # fmt: skip
+                               group_size=group_size, sparse_input=sparse_input)  # fmt: skip
 
     def _conv(self, x, weight, bias, relu: bool, residual: torch.Tensor | None, in_place: bool) -> torch.Tensor:
         if self._fused:

@@ -215,7 +215,7 @@ class _Block:
         self.dispatch = dispatch
         if self.policy is not None and dispatch != "dense":
             try:
-                self.sparse1 = self.conv1.group_sparse(self.group_size)
+                self.sparse1 = self.conv1.group_sparse(self.group_size, sparse_input=False)  # output groups only
                 self.sparse2 = self.conv2.group_sparse(self.group_size)
             except ValueError:  # e.g. a group size above the kernel's 64 channels
                 if dispatch == "kernel":

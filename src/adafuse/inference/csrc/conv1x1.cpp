@@ -128,12 +128,12 @@ void conv1x1(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, c
                   if (res != nullptr && res != op) __builtin_prefetch(res + r * N + q * kLanes, 0);
                 }
               if (pf_cap > 0 && pf_panel < nj1) {
-                t.pf = wp + (pf_panel * K + pf_row) * kLanes;
-                t.pf_lines = std::min(pf_cap, nk1 - pf_row);
-                pf_row += t.pf_lines;
+                seg.pf = wp + (pf_panel * K + pf_row) * kLanes;
+                seg.pf_lines = std::min(pf_cap, nk1 - pf_row);
+                pf_row += seg.pf_lines;
                 if (pf_row == nk1) pf_row = nk0, ++pf_panel;
               } else {
-                t.pf_lines = 0;
+                seg.pf_lines = 0;
               }
               t.sum = block_sums == nullptr ? nullptr : block_sums + j * kLanes;
               adafuse::micro_tile_for(rows, n_panels)(t, &seg, 1, wp + j * K * kLanes, K * kLanes, bp + j * kLanes,

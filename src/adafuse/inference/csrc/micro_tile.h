@@ -39,16 +39,17 @@ struct Segment {          // n reduction steps: pixel i reads a[i][0..n), the pa
   const float* a[kRows];  // pixels past the tile's R may hold anything (they are not read)
   int64_t w;              // offset of the first weight row in the panel, in floats (row = kLanes floats)
   int64_t n;
+  // AVX-512 builds: cache lines [pf, pf + 16 pf_lines) are prefetched into L2 during the segment's steps, one every
+  // other step, so at most n / 2 of them (the weights a later tile reads, on small maps, where each weight serves
+  // so few pixels that its first read from memory is not hidden behind arithmetic).
+  const float* pf = nullptr;
+  int64_t pf_lines = 0;
 };
 
 struct Tile {
   float* c[kRows];        // where each pixel's P x 16 outputs go
   const float* r[kRows];  // its residual, or nullptr
   float* sum;             // where the tile's P x 16 channel sums over its pixels are added, or nullptr
-  // AVX-512 builds: cache lines [pf, pf + 16 pf_lines) are prefetched into L2 during the reduction, one every other
-  // step (the weights a later tile reads: conv1x1 on small maps, where each weight serves few pixels).
-  const float* pf = nullptr;
-  int64_t pf_lines = 0;
 };
 
 // One (R x P·16) tile over segments [segs, segs + n_segs) of panels b, b + panel, ... (panel: floats per panel);
@@ -101,12 +102,12 @@ inline void micro_tile(const Tile& t, const Segment* segs, int64_t n_segs, const
     ADAFUSE_ROWS(ADAFUSE_FMA)                                                                \
   }
   ADAFUSE_ROWS(ADAFUSE_INIT)
-  const float* pf = t.pf;
-  const float* const pf_end = t.pf + t.pf_lines * kLanes;
   for (const Segment* s = segs; s != segs + n_segs; ++s) {
     const float *a0 = s->a[0], *a1 = s->a[1], *a2 = s->a[2], *a3 = s->a[3], *a4 = s->a[4], *a5 = s->a[5],
                 *a6 = s->a[6];
     const float* bk = b + s->w;
+    const float* pf = s->pf;
+    const float* const pf_end = s->pf + s->pf_lines * kLanes;
     int64_t k = 0;
     if (pf < pf_end) {  // a separate loop: the check alone cost 3-6 % where nothing is prefetched
       for (; k + 2 <= s->n; k += 2) {
