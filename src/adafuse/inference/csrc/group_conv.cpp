@@ -22,7 +22,10 @@
 // channels, one output group, in 14 zmm accumulators; weights packed as 16-channel panels, one segment per active
 // input group, so the reduction needs no consecutive groups), with bias, residual, ReLU and the pool's sums in
 // the tile's single store: 0.78-0.99 of the brgemm path's time on ResNet-18's shapes at batch 8 (0.91 overall),
-// where brgemm runs one short chunk per run of consecutive groups and a separate epilogue pass.
+// where brgemm runs one short chunk per run of consecutive groups and a separate epilogue pass. A 3x3 on tiles that
+// reads every input group of its own row (tap_major: a block's conv1) takes its weights tap-major, (C_out / 16,
+// 9 x C_in, 16), and its tiles read the input in place, one segment per tap over all C_in channels: no patch matrix.
+// On small blocks (7 x 7 and 14 x 14 maps at batch 1) the tiles also prefetch the next output group's weights.
 //
 // Registered as torch.ops.adafuse_cpu.group_conv (see adafuse/inference/group_conv.py).
 
