@@ -202,10 +202,10 @@ constexpr int64_t kTileLanes = adafuse::kTilePanels * adafuse::kLanes;  // outpu
 // brgemm (weights packed per group): a 3x3 whose groups are whole 32-channel tiles, i.e. an AVX-512 build.
 bool on_tiles(int64_t ksize, int64_t gs) { return ksize == 3 && kTileLanes == 32 && gs % kTileLanes == 0; }
 
-// 3x3 on tiles: the segments of the patch matrix a of m pixels, n per tile of kRows pixels: active group i's
-// 9 taps x group values of each pixel against panel rows [q x 9 x group, (q + 1) x 9 x group), q its group.
-void patch_segments(const Geometry& g, const float* a, const Sample& s, int64_t m,
-                    std::vector<adafuse::Segment>& segs) {
+// 3x3 on tiles: the segments of the patch matrix a of m pixels, n per tile of kRows pixels (returns n): active
+// group i's 9 taps x group values of each pixel against panel rows [q x 9 x group, (q + 1) x 9 x group), q its group.
+int64_t patch_segments(const Geometry& g, const float* a, const Sample& s, int64_t m,
+                       std::vector<adafuse::Segment>& segs) {
   using adafuse::kRows;
   const int64_t n = static_cast<int64_t>(s.q.size()), kp = n * 9 * g.gs, n_tiles = (m + kRows - 1) / kRows;
   segs.resize(n * n_tiles);
@@ -216,16 +216,17 @@ void patch_segments(const Geometry& g, const float* a, const Sample& s, int64_t 
       seg.w = s.q[i] * 9 * g.gs * adafuse::kLanes;
       seg.n = 9 * g.gs;
     }
+  return n;
 }
 
 // 3x3 on tiles with tap-major weights ((C_out / 16, 9 x C_in, 16) panels), read in place (no patch matrix): the
-// segments of output pixels [p0, p0 + m) of one sample (p0 the first pixel of output row y0), 9 x runs per tile of
-// kRows pixels: for each tap, each run of consecutive input groups from one row is one segment of its channels,
-// read where they are in x (zeros where the tap reads the padding), against panel rows tap x C_in + its first
-// channel. A conv that reads every input group of its own row (a block's conv1) has one run: 9 segments of C_in
+// segments of output pixels [p0, p0 + m) of one sample (p0 the first pixel of output row y0), n = 9 x runs per tile
+// of kRows pixels (returns n): for each tap, each run of consecutive input groups from one row is one segment of its
+// channels, read where they are in x (zeros where the tap reads the padding), against panel rows tap x C_in + its
+// first channel. A conv that reads every input group of its own row (a block's conv1) has one run: 9 segments of C_in
 // steps per tile, and no copy of its input: 0.72-0.93 of the gather's time on ResNet-18's conv1 shapes at batch 1.
-void direct_segments(const Geometry& g, const float* x, const std::vector<Run>& runs, int64_t y0, int64_t m,
-                     const float* zeros, std::vector<adafuse::Segment>& segs) {
+int64_t direct_segments(const Geometry& g, const float* x, const std::vector<Run>& runs, int64_t y0, int64_t m,
+                        const float* zeros, std::vector<adafuse::Segment>& segs) {
   using adafuse::kRows;
   const int64_t n = 9 * static_cast<int64_t>(runs.size()), n_tiles = (m + kRows - 1) / kRows, C = g.C_in;
   segs.resize(n * n_tiles);
@@ -251,6 +252,7 @@ void direct_segments(const Geometry& g, const float* x, const std::vector<Run>& 
       }
     }
   }
+  return n;
 }
 
 // Blocks of fewer output pixels (7 x 7 and 14 x 14 maps at batch 1) prefetch the next output group's weights while
@@ -456,20 +458,20 @@ void forward(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, c
       for (int64_t j = j0; j < j1; ++j) any = any || active[b * G_out + j];
       if (!any) continue;
       const Sample& s = samples[b];
+      int64_t per_tile = 0;  // segments per micro-tile (on tiles)
       if (tap_major) {
-        direct_segments(g, xp, s.runs, y0, m, zeros.data(), segs);
+        per_tile = direct_segments(g, xp, s.runs, y0, m, zeros.data(), segs);
       } else {
         gather(g, xp, s, y0, y1, a.get());
-        if (tiles) patch_segments(g, a.get(), s, m, segs);
+        if (tiles) per_tile = patch_segments(g, a.get(), s, m, segs);
       }
       for (int64_t j = j0; j < j1; ++j) {
         if (!active[b * G_out + j]) continue;
         float* sum = sums.empty() ? nullptr : sums.data() + (b * n_tiles + t) * g.C_out + j * gs;
         const int64_t o = b * per_sample + y0 * g.Wo * g.C_out;  // pixel (b, y0, 0)
         if (tiles) {
-          tiles_3x3(g, segs, tap_major ? 9 * static_cast<int64_t>(s.runs.size()) : static_cast<int64_t>(s.q.size()),
-                    wp, j, next_active[b * G_out + j], m, bp,
-                    res == nullptr ? nullptr : res + o, relu, op + o, sum);
+          tiles_3x3(g, segs, per_tile, wp, j, next_active[b * G_out + j], m, bp, res == nullptr ? nullptr : res + o,
+                    relu, op + o, sum);
           continue;
         }
         accumulate_3x3(g, a.get(), wp, s, j, m, acc.data());
